@@ -1,0 +1,216 @@
+//! The embedded store: counters in sharded maps, for one service process.
+//!
+//! A request locks the shards of its counters in ascending order (no deadlock between requests
+//! that share shards), decides, charges, and unlocks: the same all-or-nothing step as the Redis
+//! script, without a global lock. A background sweep drops counters whose windows have passed.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::{Charge, Counts, Outcome, Store, StoreError, decide};
+
+const SHARDS: usize = 64;
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// Window index of `curr`.
+    index: u64,
+    curr: u64,
+    prev: u64,
+    /// Unix ms after which nothing reads this slot.
+    expires_ms: u64,
+}
+
+impl Slot {
+    /// The counts as seen from window `index`.
+    fn at(&self, index: u64) -> Counts {
+        if index == self.index {
+            Counts {
+                prev: self.prev,
+                curr: self.curr,
+            }
+        } else if index == self.index + 1 {
+            Counts {
+                prev: self.curr,
+                curr: 0,
+            }
+        } else {
+            Counts::default()
+        }
+    }
+}
+
+type Shard = HashMap<String, Slot>;
+
+#[derive(Clone)]
+pub struct MemoryStore {
+    shards: Arc<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    /// The atomic step, synchronous: no await point while shards are locked.
+    pub fn apply(&self, now_ms: u64, charges: &[Charge]) -> Outcome {
+        let shard_ids: Vec<usize> = charges.iter().map(|c| self.shard_of(&c.key)).collect();
+        let mut order = shard_ids.clone();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
+            order.iter().map(|&i| (i, self.shards[i].lock())).collect();
+        let shard = |id: usize| -> usize {
+            // `order` is sorted, so the guard's position is a binary search away.
+            order.binary_search(&id).unwrap_or_default()
+        };
+
+        let before: Vec<Counts> = charges
+            .iter()
+            .zip(&shard_ids)
+            .map(|(c, &id)| {
+                let map = &guards[shard(id)].1;
+                map.get(&c.key)
+                    .map(|s| s.at(c.window.index(now_ms)))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let (admitted, charged) = decide(now_ms, charges, &before);
+        for ((c, &id), (&b, &add)) in charges
+            .iter()
+            .zip(&shard_ids)
+            .zip(before.iter().zip(&charged))
+        {
+            if !add || c.hits == 0 {
+                continue;
+            }
+            let map = &mut guards[shard(id)].1;
+            let index = c.window.index(now_ms);
+            let expires_ms = now_ms + c.window.ttl_ms(now_ms);
+            let slot = map.entry(c.key.clone()).or_insert(Slot {
+                index,
+                curr: 0,
+                prev: 0,
+                expires_ms,
+            });
+            *slot = Slot {
+                index,
+                curr: b.curr.saturating_add(c.hits),
+                prev: b.prev,
+                expires_ms,
+            };
+        }
+        Outcome {
+            admitted,
+            charged,
+            before,
+        }
+    }
+
+    /// Drops every counter no window can read any more.
+    pub fn sweep(&self, now_ms: u64) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.lock();
+            let len = map.len();
+            map.retain(|_, s| s.expires_ms > now_ms);
+            removed += len - map.len();
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs [`sweep`](Self::sweep) every `every` until the process ends.
+    pub fn spawn_sweeper(&self, every: Duration, clock: impl Fn() -> u64 + Send + 'static) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                store.sweep(clock());
+            }
+        });
+    }
+}
+
+impl Store for MemoryStore {
+    async fn check_and_charge(
+        &self,
+        now_ms: u64,
+        charges: &[Charge],
+    ) -> Result<Outcome, StoreError> {
+        Ok(self.apply(now_ms, charges))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Mode;
+    use crate::window::{Algorithm, Window};
+
+    const T0: u64 = 1_700_000_040_000;
+
+    fn charge(key: &str, limit: u64, hits: u64) -> Charge {
+        Charge {
+            key: key.into(),
+            window: Window::new(60_000, Algorithm::Sliding),
+            limit,
+            hits,
+            mode: Mode::Enforce,
+        }
+    }
+
+    #[test]
+    fn expired_counters_are_swept() {
+        let s = MemoryStore::new();
+        s.apply(T0, &[charge("a", 10, 1), charge("b", 10, 1)]);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s.sweep(T0 + 60_000),
+            0,
+            "a sliding window still reads the previous one"
+        );
+        assert_eq!(s.sweep(T0 + 120_000), 2);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_slot_rolls_into_the_next_window() {
+        let s = MemoryStore::new();
+        s.apply(T0, &[charge("a", 10, 4)]);
+        let out = s.apply(T0 + 60_000, &[charge("a", 10, 1)]);
+        assert_eq!(out.before, vec![Counts { prev: 4, curr: 0 }]);
+        let out = s.apply(T0 + 180_000, &[charge("a", 10, 1)]);
+        assert_eq!(out.before, vec![Counts::default()]);
+    }
+}

@@ -1,0 +1,113 @@
+//! Counter stores. A store does one thing: atomically check a request's counters and charge
+//! them all or none. Every admission rule lives in [`decide`], which the in-memory store calls
+//! directly and the Redis script mirrors line for line.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+
+use crate::window::Window;
+
+/// How a limit takes part in admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Over the limit rejects the request.
+    Enforce,
+    /// Counted and reported, never rejects.
+    Shadow,
+    /// Rejects only when every quota-mode limit of the request is over (reference `quota_mode`).
+    Quota,
+}
+
+/// One counter of one request, fully resolved by the limiter.
+#[derive(Clone, Debug)]
+pub struct Charge {
+    /// Counter identity without the window index (see `keys::counter_key`).
+    pub key: String,
+    pub window: Window,
+    pub limit: u64,
+    /// What this request adds; 0 only checks.
+    pub hits: u64,
+    pub mode: Mode,
+}
+
+/// A counter's state as the store found it, before this request's hits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Hits in the previous window (only read by sliding windows).
+    pub prev: u64,
+    /// Hits in the current window.
+    pub curr: u64,
+}
+
+/// What a store did with a request's charges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub admitted: bool,
+    /// Per charge: whether its hits were added.
+    pub charged: Vec<bool>,
+    /// Per charge: the counts before this request.
+    pub before: Vec<Counts>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("store timed out after {0} ms")]
+    Timeout(u64),
+    #[error("unexpected reply from store: {0}")]
+    Protocol(String),
+}
+
+impl StoreError {
+    /// Transient errors are worth retrying later; every store error today is.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::Protocol(_))
+    }
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Checks every charge at `now_ms` (Unix milliseconds) and adds the hits of all of them
+    /// only if [`decide`] admits the request: one atomic step.
+    fn check_and_charge(
+        &self,
+        now_ms: u64,
+        charges: &[Charge],
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// Cheap reachability probe for health reporting.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The admission rule shared by every store: enforce-mode limits must all fit; quota-mode
+/// limits reject only when all of them are over; shadow-mode limits never reject. An admitted
+/// request charges every limit except quota-mode ones that are over; a rejected one charges none.
+pub fn decide(now_ms: u64, charges: &[Charge], before: &[Counts]) -> (bool, Vec<bool>) {
+    let fits: Vec<bool> = charges
+        .iter()
+        .zip(before)
+        .map(|(c, b)| c.window.estimate(*b, now_ms).saturating_add(c.hits) <= c.limit)
+        .collect();
+    let mut quota_total = 0;
+    let mut quota_fit = 0;
+    let mut enforce_ok = true;
+    for (c, &fit) in charges.iter().zip(&fits) {
+        match c.mode {
+            Mode::Enforce => enforce_ok &= fit,
+            Mode::Quota => {
+                quota_total += 1;
+                quota_fit += usize::from(fit);
+            }
+            Mode::Shadow => {}
+        }
+    }
+    let admitted = enforce_ok && (quota_total == 0 || quota_fit > 0);
+    let charged = charges
+        .iter()
+        .zip(&fits)
+        .map(|(c, &fit)| admitted && (c.mode != Mode::Quota || fit))
+        .collect();
+    (admitted, charged)
+}
