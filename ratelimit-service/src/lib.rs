@@ -4,6 +4,13 @@
 //! check-and-charge: memory, Redis), `limiter` (request → decisions → response), `headers`
 //! (OpenAI-style headers and bodies), `service` (the gRPC edge), `http` (health, metrics).
 
+pub mod config;
+pub mod headers;
+pub mod http;
 pub mod keys;
+pub mod limiter;
+pub mod metrics;
+pub mod reload;
+pub mod service;
 pub mod store;
 pub mod window;

@@ -1,1 +1,233 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ratelimit_service::metrics::Metrics;
+use ratelimit_service::service::{FailureMode, RlsService, State, system_clock};
+use ratelimit_service::store::AnyStore;
+use ratelimit_service::store::memory::MemoryStore;
+use ratelimit_service::store::redis::RedisStore;
+use ratelimit_service::{http, reload};
+use rls_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Envoy RateLimitService v3 server with request and token limits.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run(RunArgs),
+    /// Check a config file or directory; exit non-zero with a precise message when invalid.
+    Validate {
+        #[arg(long, env = "RLS_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// YAML file, or directory of YAML files (one domain each).
+    #[arg(long, env = "RLS_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "RLS_GRPC_ADDR", default_value = "127.0.0.1:8081")]
+    grpc_addr: SocketAddr,
+    #[arg(long, env = "RLS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    #[arg(long, env = "RLS_STORE", value_enum, default_value = "memory")]
+    store: StoreKind,
+    #[arg(long, env = "RLS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Longest wait for one store call before it counts as failed.
+    #[arg(long, env = "RLS_STORE_TIMEOUT_MS", default_value_t = 50)]
+    store_timeout_ms: u64,
+    #[arg(long, env = "RLS_FAILURE_MODE", value_enum, default_value = "open")]
+    failure_mode: FailureMode,
+    #[arg(long, env = "RLS_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// How often the config files are checked for changes.
+    #[arg(long, env = "RLS_RELOAD_INTERVAL_MS", default_value_t = 1000)]
+    reload_interval_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Validate { config }) => match reload::validate(&config) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("warning: {w}");
+                }
+                let mut domains: Vec<&String> = loaded.config.domains.keys().collect();
+                domains.sort();
+                println!("ok: {} file(s), domains: {domains:?}", loaded.files.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Run(args)) => serve(args),
+        None => serve(cli.run),
+    }
+}
+
+fn serve(args: RunArgs) -> ExitCode {
+    init_logs(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let config = args
+        .config
+        .clone()
+        .ok_or("--config (or RLS_CONFIG) is required")?;
+    let timeout = Duration::from_millis(args.store_timeout_ms);
+    let store = match args.store {
+        StoreKind::Memory => {
+            let m = MemoryStore::new();
+            let clock = system_clock();
+            m.spawn_sweeper(Duration::from_secs(10), move || clock());
+            AnyStore::Memory(m)
+        }
+        StoreKind::Redis => AnyStore::Redis(
+            RedisStore::new(&args.redis_url, timeout).map_err(|e| format!("--redis-url: {e}"))?,
+        ),
+    };
+    let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
+    let name = store.name();
+    let state = Arc::new(State::new(
+        store,
+        name,
+        args.failure_mode,
+        metrics,
+        system_clock(),
+    ));
+    reload::start(
+        Arc::clone(&state),
+        config,
+        Duration::from_millis(args.reload_interval_ms.max(50)),
+    );
+    state.spawn_store_probe(Duration::from_secs(1));
+
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .map_err(|e| format!("cannot listen on --grpc-addr {}: {e}", args.grpc_addr))?;
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on --http-addr {}: {e}", args.http_addr))?;
+    tracing::info!(grpc = %args.grpc_addr, http = %args.http_addr, store = name, "ratelimit-service listening");
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RateLimitServiceServer<RlsService<AnyStore>>>()
+        .await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = {
+        let state = Arc::clone(&state);
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining in-flight calls");
+            state.draining.store(true, Ordering::Relaxed);
+            health_reporter
+                .set_not_serving::<RateLimitServiceServer<RlsService<AnyStore>>>()
+                .await;
+            let _ = stop_tx.send(true);
+        }
+    };
+    tokio::spawn(shutdown);
+
+    let mut grpc_stop = stop_rx.clone();
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(RateLimitServiceServer::new(RlsService(Arc::clone(&state))))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            },
+        );
+    let mut http_stop = stop_rx;
+    let http_server =
+        axum::serve(http, http::router(Arc::clone(&state))).with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
+    let (g, h) = tokio::join!(grpc_server, http_server);
+    g.map_err(|e| format!("gRPC server: {e}"))?;
+    h.map_err(|e| format!("HTTP server: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
