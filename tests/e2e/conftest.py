@@ -1,0 +1,591 @@
+"""Fixtures for the end-to-end suite: real Envoy, real Redis, the real ratelimit-service binary.
+
+Every test gets a `harness` with its own temp dir. The harness starts processes on free loopback
+ports chosen at run time, waits until each one is ready, and stops them all (by PID: terminate,
+wait, kill) when the test ends. Each process's stdout+stderr goes to `<tmp>/<name>.log`; when a
+test fails, the tail of every log is attached to the failure report.
+
+Envoy's bootstrap is the shipped demo (`envoy/demo.yaml`) with its ports, rate-limit domain and
+timeout replaced, so the tests exercise the same wiring `make run` uses.
+
+Binaries, overridable through the environment (relative paths are taken from the repo root):
+  RLS_BIN   target/release/ratelimit-service
+  ENVOY     .venv/bin/envoy
+  REDIS_SERVER  redis-server on PATH
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _repo_path(env: str, default: str) -> Path:
+    p = Path(os.environ.get(env) or default)
+    return p if p.is_absolute() else REPO / p
+
+
+RLS_BIN = _repo_path("RLS_BIN", "target/release/ratelimit-service")
+ENVOY_BIN = _repo_path("ENVOY", ".venv/bin/envoy")
+REDIS_BIN = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "redis-server"
+DEMO_ENVOY = REPO / "envoy" / "demo.yaml"
+DEMO_LIMITS = REPO / "envoy" / "ratelimit" / "demo.yaml"
+
+# Envoy's call to the service. Generous so a busy 2-core CI machine does not turn a slow answer
+# into Envoy's own fail-open (which would show up as a 200 where a 429 is expected); the tests
+# also check Envoy's `ratelimit.error` counter so a masked failure cannot pass silently.
+RLS_TIMEOUT = os.environ.get("E2E_RLS_TIMEOUT", "1s")
+START_TIMEOUT = 20.0  # seconds for any process to become ready
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (bind to 0), never handed out twice."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Polls `pred` until it returns something truthy (returned) or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except AssertionError:
+            raise  # e.g. the process being waited for has exited: no point in waiting longer
+        except Exception as e:  # noqa: BLE001 - the predicate may race with a starting server
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+
+
+def dedent(s: str) -> str:
+    return textwrap.dedent(s).lstrip("\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes via a temp file + rename, the way config management tools replace files."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLS_")}
+    env.setdefault("RUST_LOG", "info")
+    env["RUST_BACKTRACE"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# processes
+
+
+class Proc:
+    """A child process with its output in a log file; stopped by PID."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log_path = workdir / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        self._log.write(f"$ {' '.join(self.argv)}\n".encode())
+        self._log.flush()
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env if env is not None else _clean_env(),
+            cwd=workdir,
+            start_new_session=True,  # a Ctrl-C on the test run is handled by our teardown
+        )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout=5)
+        self._log.close()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise AssertionError(
+                f"{self.name} (pid {self.pid}) exited with {self.returncode()}; log:\n{tail(self.log_text(), 60)}"
+            )
+
+
+def tail(text: str, n: int) -> str:
+    lines = text.splitlines()
+    if len(lines) > n:
+        return f"... ({len(lines) - n} earlier lines in the log file)\n" + "\n".join(lines[-n:])
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# the three servers
+
+
+@dataclass
+class Redis:
+    harness: "Harness"
+    port: int
+    proc: Proc | None = None
+    generation: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self) -> "Redis":
+        assert self.proc is None or not self.proc.alive(), "redis already running"
+        self.generation += 1
+        self.proc = self.harness.spawn(
+            f"redis-{self.port}-{self.generation}",
+            [REDIS_BIN, "--port", self.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--dir", self.harness.tmp],
+        )
+        wait_until(lambda: self.proc.check_alive() or self.ping(), START_TIMEOUT, what=f"redis on {self.port}")
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        wait_until(lambda: not tcp_open(self.port), 5, what="redis port to close")
+
+
+@dataclass
+class Service:
+    harness: "Harness"
+    proc: Proc
+    grpc_port: int
+    http_port: int
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.http + path, timeout=kw.pop("timeout", 5), **kw)
+
+    def healthz(self) -> requests.Response:
+        return self.get("/healthz")
+
+    def metrics(self) -> str:
+        r = self.get("/metrics")
+        assert r.status_code == 200, f"/metrics answered {r.status_code}: {r.text[:500]}"
+        return r.text
+
+    def metric_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """Sum of the samples of `name` whose labels include `labels` (None when absent)."""
+        return metric_value(self.metrics(), name, labels)
+
+    def wait_ready(self) -> "Service":
+        def ready():
+            self.proc.check_alive()
+            if not tcp_open(self.grpc_port):
+                return False
+            self.get("/healthz", timeout=1)  # any status: the HTTP side answers
+            return True
+
+        wait_until(ready, START_TIMEOUT, what=f"ratelimit-service (grpc {self.grpc_port}, http {self.http_port})")
+        return self
+
+
+@dataclass
+class Envoy:
+    harness: "Harness"
+    proc: Proc
+    port: int
+    upstream_port: int
+    admin_port: int
+    config_path: Path
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def chat(self, tenant: str | None = None, tokens: int | str | None = None, model: str | None = None,
+             headers: dict[str, str] | None = None) -> requests.Response:
+        """POST /v1/chat/completions through the gateway listener."""
+        h = {"content-type": "application/json"}
+        if tenant is not None:
+            h["x-tenant"] = tenant
+        if tokens is not None:
+            h["x-llm-tokens"] = str(tokens)
+        if model is not None:
+            h["x-model"] = model
+        h.update(headers or {})
+        body = {"model": model or "demo-model", "messages": [{"role": "user", "content": "hi"}]}
+        return self.session.post(self.url + "/v1/chat/completions", headers=h, json=body, timeout=10)
+
+    def stats(self, filter_re: str = "ratelimit") -> dict[str, int]:
+        r = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": filter_re}, timeout=5)
+        r.raise_for_status()
+        out = {}
+        for line in r.text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name] = int(value)
+        return out
+
+    def rl_stats(self) -> dict[str, int]:
+        """The rate-limit filter's counters (charged to the route's cluster, "upstream")."""
+        s = self.stats(r"^cluster\.upstream\.ratelimit\.")
+        return {k: s.get(f"cluster.upstream.ratelimit.{k}", 0) for k in ("ok", "over_limit", "error", "failure_mode_allowed")}
+
+    def assert_service_answered_every_call(self) -> None:
+        """Envoy never had to fail open on its own (the service answered every check)."""
+        s = self.rl_stats()
+        assert s["error"] == 0 and s["failure_mode_allowed"] == 0, (
+            f"Envoy could not get an answer from ratelimit-service for some requests: {s}")
+
+
+def render_envoy_config(*, listen_port: int, upstream_port: int, admin_port: int, rls_ports: Iterable[int],
+                        domain: str, timeout: str = RLS_TIMEOUT) -> str:
+    """envoy/demo.yaml with its fixed ports, domain and timeout replaced.
+
+    Each replaced pattern must occur exactly as often as expected, so a change of the demo that
+    the tests would silently stop following fails here instead."""
+    text = DEMO_ENVOY.read_text()
+    rls_ports = list(rls_ports)
+    assert rls_ports
+
+    def sub(pattern: str, repl: str, count: int) -> None:
+        nonlocal text
+        text, n = re.subn(pattern, lambda _m: repl, text)
+        assert n == count, f"envoy/demo.yaml: expected {count} match(es) of {pattern!r}, found {n}"
+
+    sub(r"port_value: 9901\b", f"port_value: {admin_port}", 1)
+    sub(r"port_value: 10000\b", f"port_value: {listen_port}", 1)
+    sub(r"port_value: 10001\b", f"port_value: {upstream_port}", 2)
+    endpoints = "\n".join(
+        f"        - endpoint:\n            address:\n              socket_address: {{address: 127.0.0.1, port_value: {p}}}"
+        for p in rls_ports
+    )
+    sub(r"        - endpoint:\n            address:\n              socket_address: \{address: 127\.0\.0\.1, port_value: 8081\}",
+        endpoints, 1)
+    sub(r"\bdomain: llm-gateway\b", f"domain: {domain}", 1)
+    sub(r"\btimeout: 0\.25s\b", f"timeout: {timeout}", 1)
+    return text
+
+
+def envoy_validate(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ENVOY_BIN), "--mode", "validate", "-c", str(path), "-l", "error"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def run_rls(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Runs the service binary to completion (e.g. `validate`)."""
+    return subprocess.run([str(RLS_BIN), *args], capture_output=True, text=True, timeout=timeout,
+                          env=_clean_env(env), stdin=subprocess.DEVNULL)
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus text
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)(\s+\d+)?$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    out = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line.strip())
+        assert m, f"not a Prometheus sample line: {line!r}"
+        labels = dict(_LABEL.findall(m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    found = None
+    for n, ls, v in parse_metrics(text):
+        if n == name and all(ls.get(k) == val for k, val in (labels or {}).items()):
+            found = (found or 0.0) + v
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# the harness
+
+
+class Harness:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.procs: list[Proc] = []
+
+    def spawn(self, name: str, argv: list, env: dict[str, str] | None = None) -> Proc:
+        p = Proc(name, argv, self.tmp, env)
+        self.procs.append(p)
+        return p
+
+    # ---- files
+
+    def write(self, relpath: str, text: str) -> Path:
+        p = self.tmp / relpath
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(p, dedent(text))
+        return p
+
+    # ---- servers
+
+    def redis(self) -> Redis:
+        return Redis(self, free_port()).start()
+
+    def service(self, config: Path, *, store: str = "memory", redis_url: str | None = None,
+                failure_mode: str = "open", args: list[str] | None = None, env: dict[str, str] | None = None,
+                via_env: bool = False, wait: bool = True) -> Service:
+        """Starts `ratelimit-service run`; flags by default, or only environment variables (via_env)."""
+        grpc, http = free_port(), free_port()
+        settings = {
+            "RLS_CONFIG": str(config),
+            "RLS_GRPC_ADDR": f"127.0.0.1:{grpc}",
+            "RLS_HTTP_ADDR": f"127.0.0.1:{http}",
+            "RLS_STORE": store,
+            "RLS_FAILURE_MODE": failure_mode,
+            "RLS_LOG_FORMAT": "text",
+        }
+        if redis_url:
+            settings["RLS_REDIS_URL"] = redis_url
+        if via_env:
+            argv = [RLS_BIN, "run"]
+            env = {**settings, **(env or {})}
+        else:
+            argv = [RLS_BIN, "run", "--config", config, "--grpc-addr", settings["RLS_GRPC_ADDR"],
+                    "--http-addr", settings["RLS_HTTP_ADDR"], "--store", store, "--failure-mode", failure_mode,
+                    "--log-format", "text"]
+            if redis_url:
+                argv += ["--redis-url", redis_url]
+        argv += args or []
+        proc = self.spawn(f"ratelimit-service-{grpc}", argv, _clean_env(env))
+        svc = Service(self, proc, grpc, http)
+        return svc.wait_ready() if wait else svc
+
+    def envoy(self, services: Service | list[Service], domain: str, timeout: str = RLS_TIMEOUT) -> Envoy:
+        services = services if isinstance(services, list) else [services]
+        listen, upstream, admin = free_port(), free_port(), free_port()
+        cfg = self.tmp / f"envoy-{listen}.yaml"
+        cfg.write_text(render_envoy_config(listen_port=listen, upstream_port=upstream, admin_port=admin,
+                                           rls_ports=[s.grpc_port for s in services], domain=domain,
+                                           timeout=timeout))
+        proc = self.spawn(f"envoy-{listen}", [ENVOY_BIN, "-c", cfg, "-l", "warning", "--disable-hot-restart",
+                                               "--concurrency", "1"])
+        env = Envoy(self, proc, listen, upstream, admin, cfg)
+
+        def ready():
+            proc.check_alive()
+            r = requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1)
+            return r.status_code == 200 and tcp_open(listen) and tcp_open(upstream)
+
+        wait_until(ready, START_TIMEOUT, what=f"envoy (listener {listen}, admin {admin})")
+        return env
+
+    # ---- teardown / reporting
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            try:
+                p.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                pass
+
+    def report(self) -> str:
+        parts = [f"temp dir: {self.tmp}"]
+        for p in self.procs:
+            status = "running" if p.alive() else f"exited {p.returncode()}"
+            parts.append(f"----- {p.name} (pid {p.pid}, {status}) {p.log_path}\n{tail(p.log_text(), 80)}")
+        return "\n".join(parts)
+
+
+_HARNESS = pytest.StashKey[Harness]()
+
+
+@pytest.fixture
+def harness(request, tmp_path) -> Iterable[Harness]:
+    for what, path in (("ratelimit-service binary", RLS_BIN), ("envoy binary", ENVOY_BIN)):
+        if not Path(path).exists():
+            pytest.fail(f"{what} not found at {path}: run `make build deps` (or set RLS_BIN / ENVOY)")
+    h = Harness(tmp_path)
+    request.node.stash[_HARNESS] = h
+    try:
+        yield h
+    finally:
+        h.stop_all()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    h = item.stash.get(_HARNESS, None)
+    if h is not None and rep.failed and rep.when in ("setup", "call"):
+        rep.sections.append(("process logs", h.report()))
+    return rep
+
+
+# --------------------------------------------------------------------------------------------
+# assertion helpers shared by the tests
+
+
+def rl_headers(r: requests.Response, kind: str) -> tuple[int, int, str]:
+    """(limit, remaining, reset) from the x-ratelimit-*-<kind> headers; fails when one is missing."""
+    missing = [h for h in (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+               if h not in r.headers]
+    assert not missing, f"response {r.status_code} lacks {missing}; headers: {dict(r.headers)}"
+    return (int(r.headers[f"x-ratelimit-limit-{kind}"]), int(r.headers[f"x-ratelimit-remaining-{kind}"]),
+            r.headers[f"x-ratelimit-reset-{kind}"])
+
+
+def assert_status(r: requests.Response, status: int, envoy: Envoy | None = None) -> None:
+    if r.status_code != status:
+        extra = f"\nenvoy rate-limit stats: {envoy.rl_stats()}" if envoy is not None else ""
+        raise AssertionError(f"expected HTTP {status}, got {r.status_code}\nheaders: {dict(r.headers)}\n"
+                             f"body: {r.text[:600]}{extra}")
+
+
+def assert_openai_429(r: requests.Response, kind: str, envoy: Envoy | None = None) -> dict:
+    """A 429 from the gateway: OpenAI-shaped error body, retry-after, x-ratelimit-* headers."""
+    assert_status(r, 429, envoy)
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError(f"429 body is not JSON: {r.text[:600]!r} (headers {dict(r.headers)})") from None
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), f"not OpenAI-shaped: {body}"
+    err = body["error"]
+    assert isinstance(err.get("message"), str) and err["message"], f"error.message missing: {body}"
+    assert err.get("type") == kind, f"error.type should be {kind!r}: {body}"
+    assert "param" in err and err["param"] is None, f"error.param should be null: {body}"
+    assert err.get("code") == "rate_limit_exceeded", f"error.code: {body}"
+    ra = r.headers.get("retry-after")
+    assert ra is not None and re.fullmatch(r"\d+", ra.strip()), f"retry-after must be whole seconds, got {ra!r}"
+    rl_headers(r, kind)
+    return body
+
+
+def json_body(r: requests.Response) -> dict:
+    try:
+        return r.json()
+    except ValueError:
+        raise AssertionError(f"not JSON ({r.status_code}): {r.text[:600]!r}") from None
+
+
+_DOWN_WORDS = {"down", "unavailable", "unhealthy", "disconnected", "error", "failing", "failed", "unreachable"}
+_UP_WORDS = {"up", "ok", "healthy", "connected", "available", "ready", "serving"}
+
+
+def store_state(health: dict) -> str:
+    """'down', 'up' or 'unknown': what a /healthz body says about the store.
+
+    The contract only says the body "contains the store state"; this accepts the usual shapes:
+    {"store": "down"}, {"store": {"status": "down"}}, {"store": {"healthy": false}},
+    {"store_healthy": false}, {"store_up": true}, {"stores": {...}} ..."""
+
+    def words(v) -> set[str]:
+        if isinstance(v, bool):
+            return {"up" if v else "down"}
+        if isinstance(v, str):
+            return {v.lower()}
+        if isinstance(v, dict):
+            out: set[str] = set()
+            for k, x in v.items():
+                kl = k.lower()
+                if isinstance(x, bool) and kl in {"healthy", "up", "ok", "connected", "available", "ready"}:
+                    out.add("up" if x else "down")
+                elif isinstance(x, bool) and kl in {"down", "unhealthy", "failed", "error"}:
+                    out.add("down" if x else "up")
+                elif kl in {"status", "state", "health"}:
+                    out |= words(x)
+            return out
+        return set()
+
+    found: set[str] = set()
+    for k, v in health.items():
+        kl = k.lower()
+        if "store" in kl or "redis" in kl:
+            if isinstance(v, bool):
+                neg = any(w in kl for w in ("down", "unhealthy", "error", "failed"))
+                found.add(("up" if v else "down") if not neg else ("down" if v else "up"))
+            else:
+                found |= words(v)
+    if found & _DOWN_WORDS:
+        return "down"
+    if found & _UP_WORDS:
+        return "up"
+    return "unknown"

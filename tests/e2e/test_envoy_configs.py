@@ -1,0 +1,36 @@
+"""Every Envoy config the project ships or the tests generate passes `envoy --mode validate`."""
+
+import pytest
+
+from conftest import DEMO_ENVOY, ENVOY_BIN, REPO, envoy_validate, free_port, render_envoy_config
+
+SHIPPED = sorted((REPO / "envoy").glob("*.yaml"))
+
+
+def test_envoy_binary_is_1_40():
+    import subprocess
+
+    out = subprocess.run([str(ENVOY_BIN), "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "/1.40." in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_envoy_config_validates(path):
+    r = envoy_validate(path)
+    assert r.returncode == 0, f"{path}:\n{r.stdout}\n{r.stderr}"
+
+
+def test_demo_envoy_config_is_shipped():
+    assert DEMO_ENVOY in SHIPPED
+
+
+@pytest.mark.parametrize("rls_count", [1, 2])
+def test_generated_envoy_config_validates(tmp_path, rls_count):
+    text = render_envoy_config(listen_port=free_port(), upstream_port=free_port(), admin_port=free_port(),
+                               rls_ports=[free_port() for _ in range(rls_count)], domain="e2e-generated")
+    assert text.count("port_value") == 4 + rls_count
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    r = envoy_validate(path)
+    assert r.returncode == 0, f"{text}\n{r.stdout}\n{r.stderr}"

@@ -1,0 +1,128 @@
+"""Redis store: several service processes share one limit; Redis failures fail open and recover."""
+
+import time
+
+from conftest import assert_openai_429, assert_status, json_body, rl_headers, store_state, wait_until
+
+SHARED = """
+domain: e2e
+descriptors:
+  - key: tenant
+    value: shared-sliding
+    rate_limit: {unit: hour, requests_per_unit: 4}
+  - key: tenant
+    rate_limit: {unit: hour, requests_per_unit: 6, algorithm: fixed}
+"""
+
+
+def test_two_services_one_redis_enforce_one_global_limit(harness):
+    redis = harness.redis()
+    cfg = harness.write("limits.yaml", SHARED)
+    svc1 = harness.service(cfg, store="redis", redis_url=redis.url)
+    svc2 = harness.service(cfg, store="redis", redis_url=redis.url)
+    envoy_a = harness.envoy(svc1, "e2e")
+    envoy_b = harness.envoy(svc2, "e2e")
+
+    remaining = []
+    for i in range(6):
+        r = (envoy_a if i % 2 == 0 else envoy_b).chat("global")
+        assert_status(r, 200, envoy_a if i % 2 == 0 else envoy_b)
+        remaining.append(rl_headers(r, "requests")[1])
+    assert remaining == [5, 4, 3, 2, 1, 0], f"one counter across both services expected: {remaining}"
+    assert_openai_429(envoy_a.chat("global"), "requests", envoy_a)
+    assert_openai_429(envoy_b.chat("global"), "requests", envoy_b)
+
+    # One Envoy balancing over both services sees the same counters.
+    envoy_c = harness.envoy([svc1, svc2], "e2e")
+    assert_status(envoy_c.chat("global"), 429, envoy_c)
+    codes = [envoy_c.chat("other").status_code for _ in range(8)]
+    assert codes == [200] * 6 + [429] * 2, codes
+
+    # The default (sliding) window on Redis, alternating services.
+    codes = [(envoy_a, envoy_b)[i % 2].chat("shared-sliding").status_code for i in range(6)]
+    assert codes == [200] * 4 + [429] * 2, codes
+
+    for e in (envoy_a, envoy_b, envoy_c):
+        e.assert_service_answered_every_call()
+    assert svc1.proc.alive() and svc2.proc.alive()
+
+
+def test_redis_down_fails_open_and_recovers_without_restart(harness):
+    redis = harness.redis()
+    cfg = harness.write("limits.yaml", """
+        domain: e2e
+        descriptors:
+          - key: tenant
+            rate_limit: {unit: hour, requests_per_unit: 3, algorithm: fixed}
+    """)
+    svc = harness.service(cfg, store="redis", redis_url=redis.url, failure_mode="open")
+    envoy = harness.envoy(svc, "e2e")
+    h = svc.healthz()
+    assert h.status_code == 200, h.text
+    assert store_state(json_body(h)) == "up", f"/healthz with Redis up: {h.text}"
+
+    assert [envoy.chat("t").status_code for _ in range(4)] == [200, 200, 200, 429]
+    redis.kill()
+
+    before = envoy.rl_stats()
+    for _ in range(5):
+        assert_status(envoy.chat("t"), 200, envoy)
+        time.sleep(0.05)
+    after = envoy.rl_stats()
+    svc.proc.check_alive()
+    assert after["error"] == before["error"] and after["failure_mode_allowed"] == before["failure_mode_allowed"], (
+        f"the service itself must answer OK when failing open (Envoy saw errors): {before} -> {after}")
+    assert after["ok"] == before["ok"] + 5, (before, after)
+
+    def reports_down():
+        r = svc.healthz()
+        return r.status_code == 200 and store_state(json_body(r)) == "down"
+
+    try:
+        wait_until(reports_down, 10, interval=0.25, what="/healthz to report the store down")
+    except TimeoutError:
+        r = svc.healthz()
+        raise AssertionError(f"/healthz with Redis down, failure mode open: {r.status_code} {r.text}") from None
+    open_metrics = svc.metrics()
+    assert "ratelimit_" in open_metrics
+
+    redis.start()  # same port, empty: counters start again from zero
+
+    def enforced_again():
+        return envoy.chat("t").status_code == 429
+
+    wait_until(enforced_again, 30, interval=0.2, what="limits enforced again after Redis came back")
+    wait_until(lambda: store_state(json_body(svc.healthz())) == "up", 10, interval=0.25,
+               what="/healthz to report the store up again")
+    svc.proc.check_alive()
+    assert svc.proc.returncode() is None
+    # Fresh counters after the recovery: a new tenant gets exactly its 3.
+    codes = [envoy.chat("fresh").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429], codes
+
+
+def test_failure_mode_closed_reports_unhealthy_then_recovers(harness):
+    redis_port_holder = harness.redis()
+    port = redis_port_holder.port
+    redis_port_holder.kill()  # a port where Redis will appear later
+    cfg = harness.write("limits.yaml", """
+        domain: e2e
+        descriptors:
+          - key: tenant
+            rate_limit: {unit: hour, requests_per_unit: 2, algorithm: fixed}
+    """)
+    svc = harness.service(cfg, store="redis", redis_url=f"redis://127.0.0.1:{port}", failure_mode="closed")
+
+    def unhealthy():
+        return svc.healthz().status_code == 503
+
+    wait_until(unhealthy, 10, interval=0.25, what="/healthz 503 with failure mode closed and no Redis")
+    svc.proc.check_alive()
+
+    redis_port_holder.start()
+    wait_until(lambda: svc.healthz().status_code == 200, 30, interval=0.25,
+               what="/healthz 200 once Redis is reachable")
+    envoy = harness.envoy(svc, "e2e")
+    codes = [envoy.chat("t").status_code for _ in range(3)]
+    assert codes == [200, 200, 429], codes
+    envoy.assert_service_answered_every_call()
