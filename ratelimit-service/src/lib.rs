@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limiter;
 pub mod metrics;
 pub mod reload;
+pub mod server;
 pub mod service;
 pub mod store;
 pub mod window;

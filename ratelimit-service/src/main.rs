@@ -2,17 +2,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ratelimit_service::metrics::Metrics;
-use ratelimit_service::service::{FailureMode, RlsService, State, system_clock};
+use ratelimit_service::service::{FailureMode, State, system_clock};
 use ratelimit_service::store::AnyStore;
 use ratelimit_service::store::memory::MemoryStore;
 use ratelimit_service::store::redis::RedisStore;
-use ratelimit_service::{http, reload};
-use rls_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use ratelimit_service::{reload, server};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -171,45 +169,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on --http-addr {}: {e}", args.http_addr))?;
     tracing::info!(grpc = %args.grpc_addr, http = %args.http_addr, store = name, "ratelimit-service listening");
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RateLimitServiceServer<RlsService<AnyStore>>>()
-        .await;
-
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shutdown = {
-        let state = Arc::clone(&state);
-        async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: draining in-flight calls");
-            state.draining.store(true, Ordering::Relaxed);
-            health_reporter
-                .set_not_serving::<RateLimitServiceServer<RlsService<AnyStore>>>()
-                .await;
-            let _ = stop_tx.send(true);
-        }
-    };
-    tokio::spawn(shutdown);
-
-    let mut grpc_stop = stop_rx.clone();
-    let grpc_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_service(RateLimitServiceServer::new(RlsService(Arc::clone(&state))))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
-            async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            },
-        );
-    let mut http_stop = stop_rx;
-    let http_server =
-        axum::serve(http, http::router(Arc::clone(&state))).with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        });
-    let (g, h) = tokio::join!(grpc_server, http_server);
-    g.map_err(|e| format!("gRPC server: {e}"))?;
-    h.map_err(|e| format!("HTTP server: {e}"))?;
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining in-flight calls");
+        let _ = stop_tx.send(true);
+    });
+    server::serve(state, grpc, http, stop_rx).await?;
     tracing::info!("stopped");
     Ok(())
 }
