@@ -48,8 +48,6 @@ pub enum Item {
         hits: u64,
         /// Metric label of the matched limit.
         metric_key: String,
-        /// `k=v, k2=v2`, for messages.
-        subject: String,
     },
 }
 
@@ -141,18 +139,11 @@ pub fn plan(config: &Config, req: &RateLimitRequest) -> Result<Plan, InvalidRequ
                 charges.len() - 1
             }
         };
-        let subject = d
-            .entries
-            .iter()
-            .map(|e| format!("{}={}", e.key, e.value))
-            .collect::<Vec<_>>()
-            .join(", ");
         *item = Item::Limited {
             limit,
             charge,
             hits,
             metric_key,
-            subject,
         };
     }
     Ok(Plan { items, charges })
@@ -208,6 +199,7 @@ pub enum Verdict {
 /// (`None` for descriptors without a counted limit) for metrics.
 pub fn respond(
     plan: &Plan,
+    req: &RateLimitRequest,
     outcome: &Outcome,
     now_ms: u64,
 ) -> (RateLimitResponse, Vec<Option<Verdict>>) {
@@ -219,12 +211,11 @@ pub fn respond(
     let mut retry_after: Option<Duration> = None;
     let mut never_fits = false;
 
-    for item in &plan.items {
+    for (item, descriptor) in plan.items.iter().zip(&req.descriptors) {
         let Item::Limited {
             limit,
             charge,
             hits,
-            subject,
             ..
         } = item
         else {
@@ -298,7 +289,13 @@ pub fn respond(
                 used: est_before,
                 requested: *hits,
                 unit: limit.unit.name(),
-                subject: subject.clone(),
+                // Built only for rejections: `tenant=acme, model=gpt-4o`.
+                subject: descriptor
+                    .entries
+                    .iter()
+                    .map(|e| format!("{}={}", e.key, e.value))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 retry: reset,
             };
             // The violation to explain: one that can never pass, else the longest wait.
@@ -401,6 +398,6 @@ pub async fn check<S: Store>(
     } else {
         store.check_and_charge(now_ms, &plan.charges).await?
     };
-    let (response, verdicts) = respond(&plan, &outcome, now_ms);
+    let (response, verdicts) = respond(&plan, req, &outcome, now_ms);
     Ok((response, plan, verdicts))
 }
