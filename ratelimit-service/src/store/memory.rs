@@ -12,6 +12,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{Charge, Counts, Outcome, Store, StoreError, decide};
+use crate::window::Algorithm;
 
 const SHARDS: usize = 64;
 
@@ -88,17 +89,19 @@ impl MemoryStore {
             .zip(&shard_ids)
             .map(|(c, &id)| {
                 let map = &guards[shard(id)].1;
-                map.get(&c.key)
+                let counts = map
+                    .get(&c.key)
                     .map(|s| s.at(c.window.index(now_ms)))
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                match c.window.algorithm {
+                    Algorithm::Sliding => counts,
+                    // A fixed window never reads the previous one (Redis does not keep it).
+                    Algorithm::Fixed => Counts { prev: 0, ..counts },
+                }
             })
             .collect();
         let (admitted, charged) = decide(now_ms, charges, &before);
-        for ((c, &id), (&b, &add)) in charges
-            .iter()
-            .zip(&shard_ids)
-            .zip(before.iter().zip(&charged))
-        {
+        for ((c, &id), &add) in charges.iter().zip(&shard_ids).zip(&charged) {
             if !add || c.hits == 0 {
                 continue;
             }
@@ -111,10 +114,13 @@ impl MemoryStore {
                 prev: 0,
                 expires_ms,
             });
+            // From the slot, not `before`: two charges of one request may share a counter,
+            // and both add (as two INCRBYs do in Redis).
+            let now = slot.at(index);
             *slot = Slot {
                 index,
-                curr: b.curr.saturating_add(c.hits),
-                prev: b.prev,
+                curr: now.curr.saturating_add(c.hits),
+                prev: now.prev,
                 expires_ms,
             };
         }
@@ -176,7 +182,7 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::store::Mode;
-    use crate::window::{Algorithm, Window};
+    use crate::window::Window;
 
     const T0: u64 = 1_700_000_040_000;
 

@@ -35,7 +35,7 @@ pub struct Charge {
 /// A counter's state as the store found it, before this request's hits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Hits in the previous window (only read by sliding windows).
+    /// Hits in the previous window (only read by sliding windows; 0 for fixed ones).
     pub prev: u64,
     /// Hits in the current window.
     pub curr: u64,
@@ -79,6 +79,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap reachability probe for health reporting.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The store chosen at startup: one concrete type for the service to be generic over.
+pub enum AnyStore {
+    Memory(memory::MemoryStore),
+    Redis(redis::RedisStore),
+}
+
+impl AnyStore {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AnyStore::Memory(_) => "memory",
+            AnyStore::Redis(_) => "redis",
+        }
+    }
+}
+
+impl Store for AnyStore {
+    async fn check_and_charge(
+        &self,
+        now_ms: u64,
+        charges: &[Charge],
+    ) -> Result<Outcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.check_and_charge(now_ms, charges).await,
+            AnyStore::Redis(s) => s.check_and_charge(now_ms, charges).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.ping().await,
+            AnyStore::Redis(s) => s.ping().await,
+        }
+    }
 }
 
 /// The admission rule shared by every store: enforce-mode limits must all fit; quota-mode
