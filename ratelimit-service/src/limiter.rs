@@ -67,8 +67,9 @@ pub fn plan(config: &Config, req: &RateLimitRequest) -> Result<Plan, InvalidRequ
     }
     // Request-level 0 means 1; a per-descriptor value (even 0) wins.
     let request_hits = u64::from(req.hits_addend.max(1));
-    let mut resolved: Vec<Option<(Arc<Limit>, Vec<&str>, String)>> =
-        Vec::with_capacity(req.descriptors.len());
+    // Per descriptor: the limit, the values to count under, the metric label.
+    type Resolved<'a> = Option<(Arc<Limit>, Vec<&'a str>, String)>;
+    let mut resolved: Vec<Resolved<'_>> = Vec::with_capacity(req.descriptors.len());
     let mut items = Vec::with_capacity(req.descriptors.len());
     // `replaces` of any matched limit (unlimited ones included, as in the reference) drops the
     // named limits from this request.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::raw::{RawDescriptor, RawFile, RawRateLimit};
-use super::{Children, Config, Kind, Limit, Node, Pattern, Unit};
+use super::{Config, Kind, Limit, Node, Pattern, Unit};
 use crate::store::Mode;
 use crate::window::{Algorithm, Window};
 
@@ -244,10 +244,7 @@ impl Compiler<'_> {
                 &format!("{here}.descriptors"),
                 &my_path,
             )?;
-            let slot = parent
-                .children
-                .entry(d.key.clone())
-                .or_insert_with(Children::default);
+            let slot = parent.children.entry(d.key.clone()).or_default();
             match value {
                 Some(v) if is_wildcard => slot.wildcards.push((Pattern::new(v), node)),
                 Some(v) => {
@@ -323,13 +320,13 @@ impl Compiler<'_> {
             }
         };
         let name = rl.name.clone().filter(|n| !n.is_empty());
-        if let Some(n) = &name {
-            if let Some(first) = self.names.insert(n.clone(), place.to_string()) {
-                return Err(self.error(
-                    &format!("{place}.name"),
-                    format!("duplicate limit name '{n}', already used at {first}"),
-                ));
-            }
+        if let Some(n) = &name
+            && let Some(first) = self.names.insert(n.clone(), place.to_string())
+        {
+            return Err(self.error(
+                &format!("{place}.name"),
+                format!("duplicate limit name '{n}', already used at {first}"),
+            ));
         }
         let mut replaces = Vec::new();
         for (j, r) in rl.replaces.iter().enumerate() {
