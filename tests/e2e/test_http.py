@@ -46,7 +46,7 @@ def test_configured_through_environment_only(harness):
 
 
 def test_json_logs(harness):
-    svc = harness.service(harness.write("limits.yaml", LIMITS), args=["--log-format", "json"])
+    svc = harness.service(harness.write("limits.yaml", LIMITS), log_format="json")
     envoy = harness.envoy(svc, "e2e")
     envoy.chat("t")
     svc.proc.stop()

@@ -29,7 +29,7 @@ FULL = """
             - name: acme-rps
       - key: tenant
         value: free
-        rate_limit: {unit: week, unlimited: true}
+        rate_limit: {unlimited: true}
       - key: generic_key
         value: model
         descriptors:
