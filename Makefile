@@ -11,7 +11,7 @@ E2E_ARGS    ?=
 # Envoy configs: every envoy/*.yaml (the service's own limit files live in envoy/ratelimit/).
 ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
 
-export RLS_BIN ENVOY
+export RLS_BIN ENVOY VENV
 
 .PHONY: help deps build fmt lint unit-test test e2e run bench validate-envoy
 

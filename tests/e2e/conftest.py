@@ -307,6 +307,11 @@ class Envoy:
                 out[name] = int(value)
         return out
 
+    def admin(self, path: str) -> str:
+        r = requests.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5)
+        r.raise_for_status()
+        return r.text
+
     def rl_stats(self) -> dict[str, int]:
         """The rate-limit filter's counters (charged to the route's cluster, "upstream")."""
         s = self.stats(r"^cluster\.upstream\.ratelimit\.")
@@ -320,8 +325,9 @@ class Envoy:
 
 
 def render_envoy_config(*, listen_port: int, upstream_port: int, admin_port: int, rls_ports: Iterable[int],
-                        domain: str, timeout: str = RLS_TIMEOUT) -> str:
-    """envoy/demo.yaml with its fixed ports, domain and timeout replaced.
+                        domain: str, timeout: str = RLS_TIMEOUT, rls_health_check: bool = False) -> str:
+    """envoy/demo.yaml with its fixed ports, domain and timeout replaced; optionally with an
+    active gRPC health check (grpc.health.v1) of the ratelimit cluster.
 
     Each replaced pattern must occur exactly as often as expected, so a change of the demo that
     the tests would silently stop following fails here instead."""
@@ -345,6 +351,12 @@ def render_envoy_config(*, listen_port: int, upstream_port: int, admin_port: int
         endpoints, 1)
     sub(r"\bdomain: llm-gateway\b", f"domain: {domain}", 1)
     sub(r"\btimeout: 0\.25s\b", f"timeout: {timeout}", 1)
+    if rls_health_check:
+        sub(r"  - name: ratelimit\n    type: STATIC\n    connect_timeout: 1s\n",
+            "  - name: ratelimit\n    type: STATIC\n    connect_timeout: 1s\n"
+            "    health_checks:\n"
+            "    - {timeout: 1s, interval: 0.5s, unhealthy_threshold: 1, healthy_threshold: 1,\n"
+            "       grpc_health_check: {service_name: envoy.service.ratelimit.v3.RateLimitService}}\n", 1)
     return text
 
 
@@ -443,13 +455,14 @@ class Harness:
         svc = Service(self, proc, grpc, http)
         return svc.wait_ready() if wait else svc
 
-    def envoy(self, services: Service | list[Service], domain: str, timeout: str = RLS_TIMEOUT) -> Envoy:
+    def envoy(self, services: Service | list[Service], domain: str, timeout: str = RLS_TIMEOUT,
+              rls_health_check: bool = False) -> Envoy:
         services = services if isinstance(services, list) else [services]
         listen, upstream, admin = free_port(), free_port(), free_port()
         cfg = self.tmp / f"envoy-{listen}.yaml"
         cfg.write_text(render_envoy_config(listen_port=listen, upstream_port=upstream, admin_port=admin,
                                            rls_ports=[s.grpc_port for s in services], domain=domain,
-                                           timeout=timeout))
+                                           timeout=timeout, rls_health_check=rls_health_check))
         proc = self.spawn(f"envoy-{listen}", [ENVOY_BIN, "-c", cfg, "-l", "warning", "--disable-hot-restart",
                                                "--concurrency", "1"])
         env = Envoy(self, proc, listen, upstream, admin, cfg)

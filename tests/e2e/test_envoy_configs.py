@@ -25,10 +25,11 @@ def test_demo_envoy_config_is_shipped():
     assert DEMO_ENVOY in SHIPPED
 
 
-@pytest.mark.parametrize("rls_count", [1, 2])
-def test_generated_envoy_config_validates(tmp_path, rls_count):
+@pytest.mark.parametrize("rls_count,health_check", [(1, False), (2, False), (1, True)])
+def test_generated_envoy_config_validates(tmp_path, rls_count, health_check):
     text = render_envoy_config(listen_port=free_port(), upstream_port=free_port(), admin_port=free_port(),
-                               rls_ports=[free_port() for _ in range(rls_count)], domain="e2e-generated")
+                               rls_ports=[free_port() for _ in range(rls_count)], domain="e2e-generated",
+                               rls_health_check=health_check)
     assert text.count("port_value") == 4 + rls_count
     path = tmp_path / "envoy.yaml"
     path.write_text(text)

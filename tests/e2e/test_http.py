@@ -99,3 +99,20 @@ def test_demo_config_serves(harness):
     assert r.headers.get("x-ratelimit-limit-requests") == "600", dict(r.headers)
     assert r.headers.get("x-ratelimit-limit-tokens") == "100000", dict(r.headers)
     envoy.assert_service_answered_every_call()
+
+
+def test_grpc_health_seen_by_envoy_active_health_check(harness):
+    """grpc.health.v1 checked the way production uses it: Envoy's active health check of the
+    ratelimit cluster (no gRPC client library needed here)."""
+    svc = harness.service(harness.write("limits.yaml", LIMITS))
+    envoy = harness.envoy(svc, "e2e", rls_health_check=True)
+    flag = f"ratelimit::127.0.0.1:{svc.grpc_port}::health_flags::healthy"
+
+    def healthy():
+        stats = envoy.stats(r"^cluster\.ratelimit\.health_check\.")
+        return stats.get("cluster.ratelimit.health_check.success", 0) > 0 and flag in envoy.admin("/clusters")
+
+    wait_until(healthy, 10, interval=0.25, what="Envoy's gRPC health check of the service to pass")
+    stats = envoy.stats(r"^cluster\.ratelimit\.health_check\.")
+    assert stats.get("cluster.ratelimit.health_check.failure", 0) == 0, stats
+    assert [envoy.chat("t").status_code for _ in range(3)] == [200, 200, 429]

@@ -118,11 +118,37 @@ def test_failure_mode_closed_reports_unhealthy_then_recovers(harness):
 
     wait_until(unhealthy, 10, interval=0.25, what="/healthz 503 with failure mode closed and no Redis")
     svc.proc.check_alive()
+    assert store_state(json_body(svc.healthz())) == "down", svc.healthz().text
+
+    # Closed: the service itself rejects (a 429 through Envoy, not an error Envoy fails open on).
+    envoy = harness.envoy(svc, "e2e")
+    for _ in range(3):
+        assert_status(envoy.chat("t"), 429, envoy)
+    envoy.assert_service_answered_every_call()
 
     redis_port_holder.start()
     wait_until(lambda: svc.healthz().status_code == 200, 30, interval=0.25,
                what="/healthz 200 once Redis is reachable")
-    envoy = harness.envoy(svc, "e2e")
-    codes = [envoy.chat("t").status_code for _ in range(3)]
+    codes = [envoy.chat("t2").status_code for _ in range(3)]
     assert codes == [200, 200, 429], codes
     envoy.assert_service_answered_every_call()
+
+
+def test_failure_mode_envoy_leaves_the_decision_to_envoy(harness):
+    """--failure-mode envoy: the service answers UNAVAILABLE; Envoy (failure_mode_deny: false
+    here) lets the request through and counts an error."""
+    dead = harness.redis()
+    dead.kill()
+    cfg = harness.write("limits.yaml", """
+        domain: e2e
+        descriptors:
+          - key: tenant
+            rate_limit: {unit: hour, requests_per_unit: 1, algorithm: fixed}
+    """)
+    svc = harness.service(cfg, store="redis", redis_url=dead.url, failure_mode="envoy")
+    envoy = harness.envoy(svc, "e2e")
+    for _ in range(3):
+        assert_status(envoy.chat("t"), 200, envoy)
+    s = envoy.rl_stats()
+    assert s["error"] == 3 and s["failure_mode_allowed"] == 3, s
+    svc.proc.check_alive()
