@@ -115,6 +115,7 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     # decides. (An environment variable: a binary that does not know it just ignores it.)
     env["RLS_STORE_TIMEOUT_MS"] = os.environ.get("E2E_STORE_TIMEOUT_MS", "500")
     env.setdefault("RUST_LOG", "info")
+    env.setdefault("NO_COLOR", "1")  # readable log files
     env["RUST_BACKTRACE"] = "1"
     if extra:
         env.update(extra)
@@ -284,8 +285,8 @@ class Envoy:
         return f"http://127.0.0.1:{self.port}"
 
     def chat(self, tenant: str | None = None, tokens: int | str | None = None, model: str | None = None,
-             headers: dict[str, str] | None = None) -> requests.Response:
-        """POST /v1/chat/completions through the gateway listener."""
+             headers: dict[str, str] | None = None, session: requests.Session | None = None) -> requests.Response:
+        """POST /v1/chat/completions through the gateway listener (pass `session` from threads)."""
         h = {"content-type": "application/json"}
         if tenant is not None:
             h["x-tenant"] = tenant
@@ -295,7 +296,7 @@ class Envoy:
             h["x-model"] = model
         h.update(headers or {})
         body = {"model": model or "demo-model", "messages": [{"role": "user", "content": "hi"}]}
-        return self.session.post(self.url + "/v1/chat/completions", headers=h, json=body, timeout=10)
+        return (session or self.session).post(self.url + "/v1/chat/completions", headers=h, json=body, timeout=10)
 
     def stats(self, filter_re: str = "ratelimit") -> dict[str, int]:
         r = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": filter_re}, timeout=5)

@@ -1,6 +1,12 @@
-"""Redis store: several service processes share one limit; Redis failures fail open and recover."""
+"""Redis store: several service processes share one limit; Redis failures and the failure modes;
+atomic admission under concurrency (Redis and memory)."""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
 
 from conftest import assert_openai_429, assert_status, json_body, rl_headers, store_state, wait_until
 
@@ -45,6 +51,43 @@ def test_two_services_one_redis_enforce_one_global_limit(harness):
     for e in (envoy_a, envoy_b, envoy_c):
         e.assert_service_answered_every_call()
     assert svc1.proc.alive() and svc2.proc.alive()
+
+
+@pytest.mark.parametrize("store", ["redis", "memory"])
+def test_concurrent_requests_admit_exactly_the_limit(harness, store):
+    """Atomic check-and-charge under concurrency: Redis with two services, memory with one."""
+    cfg = harness.write("limits.yaml", """
+        domain: e2e
+        descriptors:
+          - key: tenant
+            rate_limit: {unit: hour, requests_per_unit: 12, algorithm: fixed}
+            descriptors:
+              - key: kind
+                value: tokens
+                rate_limit: {unit: hour, requests_per_unit: 1000, algorithm: fixed, kind: tokens}
+    """)
+    if store == "redis":
+        redis = harness.redis()
+        svc1 = harness.service(cfg, store="redis", redis_url=redis.url)
+        svc2 = harness.service(cfg, store="redis", redis_url=redis.url)
+    else:
+        svc1 = svc2 = harness.service(cfg)
+    envoys = [harness.envoy(svc1, "e2e"), harness.envoy(svc2, "e2e")]
+    local = threading.local()
+
+    def one(i: int, tenant: str, tokens: int | None) -> int:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return envoys[i % 2].chat(tenant, tokens=tokens, session=local.session).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(lambda i: one(i, "burst", None), range(30)))
+        assert codes.count(200) == 12 and codes.count(429) == 18, codes
+        # Tokens: 100 each against 1000, so exactly 10 of 25 fit (requests allow 12).
+        codes = list(pool.map(lambda i: one(i, "burst-tokens", 100), range(25)))
+        assert codes.count(200) == 10 and codes.count(429) == 15, codes
+    for e in envoys:
+        e.assert_service_answered_every_call()
 
 
 def test_redis_down_fails_open_and_recovers_without_restart(harness):
