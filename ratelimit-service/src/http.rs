@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::service::{FailureMode, State};
+use crate::service::State;
 use crate::store::Store;
 
 pub fn router<S: Store>(state: Arc<State<S>>) -> Router {
@@ -26,7 +26,7 @@ async fn health<S: Store>(AxState(state): AxState<Arc<State<S>>>) -> impl IntoRe
     let config = state.config.load().is_some();
     let store_up = state.store_up();
     let draining = state.draining.load(Ordering::Relaxed);
-    let healthy = config && !draining && (store_up || state.failure_mode != FailureMode::Closed);
+    let healthy = state.healthy();
     let body = serde_json::json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "config": if config { "loaded" } else { "missing" },

@@ -3,14 +3,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use rls_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic_health::ServingStatus;
 
 use crate::http;
 use crate::service::{RlsService, State};
 use crate::store::Store;
+
+const RLS_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
 
 pub async fn serve<S: Store>(
     state: Arc<State<S>>,
@@ -19,20 +24,41 @@ pub async fn serve<S: Store>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RateLimitServiceServer<RlsService<S>>>()
-        .await;
-    // Mark the service unhealthy as soon as draining starts.
+    // grpc.health.v1 follows `State::healthy`, like /healthz: polled, and flipped at once
+    // when draining starts.
     let (drained_tx, drained_rx) = watch::channel(false);
+    let mut last = state.healthy();
+    for name in [RLS_SERVICE, ""] {
+        health_reporter
+            .set_service_status(name, serving_status(last))
+            .await;
+    }
     {
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let _ = stop.wait_for(|s| *s).await;
-            state.draining.store(true, Ordering::Relaxed);
-            health_reporter
-                .set_not_serving::<RateLimitServiceServer<RlsService<S>>>()
-                .await;
-            let _ = drained_tx.send(true);
+            let mut tick = tokio::time::interval(HEALTH_EVERY);
+            loop {
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = stop.wait_for(|s| *s) => true,
+                };
+                if stopping {
+                    state.draining.store(true, Ordering::Relaxed);
+                }
+                let healthy = state.healthy();
+                if healthy != last {
+                    for name in [RLS_SERVICE, ""] {
+                        health_reporter
+                            .set_service_status(name, serving_status(healthy))
+                            .await;
+                    }
+                    last = healthy;
+                }
+                if stopping {
+                    let _ = drained_tx.send(true);
+                    return;
+                }
+            }
         });
     }
     let mut grpc_stop = drained_rx.clone();
@@ -55,4 +81,12 @@ pub async fn serve<S: Store>(
     g.map_err(|e| format!("gRPC server: {e}"))?;
     h.map_err(|e| format!("HTTP server: {e}"))?;
     Ok(())
+}
+
+fn serving_status(healthy: bool) -> ServingStatus {
+    if healthy {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }

@@ -74,6 +74,15 @@ impl<S: Store> State<S> {
         !self.store_down.load(Ordering::Relaxed)
     }
 
+    /// Whether this process should get traffic: a valid config, not draining, and not a store
+    /// outage in `closed` mode (where every answer would be a rejection). `/healthz` and
+    /// `grpc.health.v1` both report this.
+    pub fn healthy(&self) -> bool {
+        self.config.load().is_some()
+            && !self.draining.load(Ordering::Relaxed)
+            && (self.store_up() || self.failure_mode != FailureMode::Closed)
+    }
+
     /// Logs store health only when it changes, never once per request.
     pub fn record_store(&self, result: Result<(), &StoreError>) {
         match result {

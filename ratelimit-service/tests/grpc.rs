@@ -231,4 +231,21 @@ async fn without_config_calls_are_unavailable_and_health_is_503() {
     let (code, body) = http_get(r.http, "/healthz").await;
     assert_eq!(code, 503);
     assert!(body.contains("\"config\":\"missing\""));
+    // gRPC health says the same (Envoy's active health checks read it).
+    let mut health = HealthClient::new(r.channel.clone());
+    for service in ["", "envoy.service.ratelimit.v3.RateLimitService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            ServingStatus::NotServing as i32,
+            "service '{service}'"
+        );
+    }
 }
