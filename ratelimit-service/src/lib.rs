@@ -1,8 +1,9 @@
 //! Envoy RateLimitService v3 with request and token limits.
 //!
 //! Layout: `config` (YAML → validated tree), `window` (window arithmetic), `store` (atomic
-//! check-and-charge: memory, Redis), `limiter` (request → decisions → response), `headers`
-//! (OpenAI-style headers and bodies), `service` (the gRPC edge), `http` (health, metrics).
+//! check-and-charge: memory, Redis, Redis Cluster), `limiter` (request → decisions → response),
+//! `headers` (OpenAI-style headers and bodies), `service` (the gRPC edge), `http` (health,
+//! metrics).
 
 pub mod config;
 pub mod headers;

@@ -1,7 +1,9 @@
-//! One behaviour suite, run against every store: the in-memory store and the Redis store (each
-//! Redis test starts its own `redis-server` on a free loopback port). The clock is injected, so
-//! window logic needs no sleeps; only the Redis failure tests wait, for a real server to die
-//! or come back.
+//! One behaviour suite, run against every store: the in-memory store, the Redis store (each
+//! Redis test starts its own `redis-server` on a free loopback port) and the Redis Cluster store
+//! (a real 3-master cluster on loopback, shared by the tests that run at the same time, each
+//! under its own key prefix; the failure test starts its own). The clock is injected, so
+//! window logic needs no sleeps; only the failure tests wait, for a real server to die or come
+//! back.
 //!
 //! Instants are chosen at least a few seconds before their window's end: Redis expires keys in
 //! real time by the TTL computed from the injected clock, so a fake instant near a window end
@@ -10,12 +12,17 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use ::redis::Value;
+use ratelimit_service::keys::counter_key;
 use ratelimit_service::store::memory::MemoryStore;
 use ratelimit_service::store::redis::{RETRY_EVERY, RedisStore};
+use ratelimit_service::store::redis_cluster::{RedisClusterStore, key_slot};
 use ratelimit_service::store::{Charge, Counts, Mode, Outcome, Store, StoreError};
 use ratelimit_service::window::{Algorithm, Window};
 
@@ -397,8 +404,53 @@ async fn redis_store() -> (RedisStore, RedisServer) {
     (store, server)
 }
 
+async fn cluster_store() -> (Namespaced<RedisClusterStore>, ()) {
+    let store = RedisClusterStore::new(&shared_cluster().urls(), TIMEOUT).unwrap();
+    (Namespaced::new(store), ())
+}
+
 suite!(memory, memory_store);
 suite!(redis, redis_store);
+suite!(redis_cluster, cluster_store);
+
+/// A store whose keys all start with a prefix of its own, so tests can share one cluster.
+#[derive(Clone)]
+struct Namespaced<S> {
+    store: S,
+    prefix: String,
+}
+
+impl<S> Namespaced<S> {
+    fn new(store: S) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Namespaced {
+            store,
+            prefix: format!("t{}.{n}-", std::process::id()),
+        }
+    }
+}
+
+impl<S: Store> Store for Namespaced<S> {
+    async fn check_and_charge(
+        &self,
+        now_ms: u64,
+        charges: &[Charge],
+    ) -> Result<Outcome, StoreError> {
+        let charges: Vec<Charge> = charges
+            .iter()
+            .map(|c| Charge {
+                key: format!("{}{}", self.prefix, c.key),
+                ..c.clone()
+            })
+            .collect();
+        self.store.check_and_charge(now_ms, &charges).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // A disposable redis-server
@@ -409,6 +461,8 @@ const REDIS_SERVER: &str = "/usr/bin/redis-server";
 struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Extra command-line arguments (cluster mode).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -418,6 +472,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 port: free_port(),
                 child: None,
+                args: Vec::new(),
             };
             if server.spawn() {
                 return server;
@@ -431,6 +486,7 @@ impl RedisServer {
         RedisServer {
             port: free_port(),
             child: None,
+            args: Vec::new(),
         }
     }
 
@@ -449,6 +505,7 @@ impl RedisServer {
                 "no",
             ])
             .args(["--daemonize", "no", "--loglevel", "warning"])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -530,7 +587,7 @@ fn free_port() -> u16 {
 }
 
 /// Calls `check_and_charge` until it succeeds, for at most `within`.
-async fn until_ok(store: &RedisStore, charges: &[Charge], within: Duration) -> Outcome {
+async fn until_ok<S: Store>(store: &S, charges: &[Charge], within: Duration) -> Outcome {
     let deadline = Instant::now() + within;
     loop {
         match store.check_and_charge(T0 + 1_000, charges).await {
@@ -545,7 +602,7 @@ async fn until_ok(store: &RedisStore, charges: &[Charge], within: Duration) -> O
 }
 
 /// Asserts that a call returns (bounded by the store's timeout, not hanging) with an error.
-async fn assert_fails(store: &RedisStore, charges: &[Charge]) -> StoreError {
+async fn assert_fails<S: Store>(store: &S, charges: &[Charge]) -> StoreError {
     let call = store.check_and_charge(T0 + 1_000, charges);
     let returned = tokio::time::timeout(Duration::from_secs(10), call).await;
     match returned.expect("check_and_charge returned") {
@@ -797,56 +854,575 @@ mod redis_only {
     async fn memory_and_redis_agree_on_random_traffic() {
         let server = RedisServer::start();
         let redis = RedisStore::new(&server.url(), TIMEOUT).unwrap();
-        let memory = MemoryStore::new();
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-        let windows = [7_919, 10_000, 60_000, 3_600_000];
-        let limits = [0, 1, 5, 20, 1_000, 1_000_000, 1_000_000_000_000];
-        let mut now = T0;
-        for step in 0..500 {
-            now += rng.below(9_000);
-            // Keep 5 s before every window's end: see the file header.
-            while windows.iter().any(|&w| w - now % w < 5_000) {
-                now += 1 + rng.below(500);
+        agrees_with_memory(&redis).await;
+    }
+}
+
+/// Runs the same random traffic through `redis` and a memory store and compares every outcome.
+async fn agrees_with_memory<S: Store>(redis: &S) {
+    let memory = MemoryStore::new();
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let windows = [7_919, 10_000, 60_000, 3_600_000];
+    let limits = [0, 1, 5, 20, 1_000, 1_000_000, 1_000_000_000_000];
+    let mut now = T0;
+    for step in 0..500 {
+        now += rng.below(9_000);
+        // Keep 5 s before every window's end: see the file header.
+        while windows.iter().any(|&w| w - now % w < 5_000) {
+            now += 1 + rng.below(500);
+        }
+        let n = 1 + rng.below(4) as usize;
+        let charges: Vec<Charge> = (0..n)
+            .map(|_| {
+                let len = windows[rng.below(windows.len() as u64) as usize];
+                let algorithm = if rng.below(4) == 0 {
+                    Algorithm::Fixed
+                } else {
+                    Algorithm::Sliding
+                };
+                let limit = limits[rng.below(limits.len() as u64) as usize];
+                let hits = rng.below(limit / 3 + 3);
+                let mode = match rng.below(6) {
+                    0 => Mode::Shadow,
+                    1 | 2 => Mode::Quota,
+                    _ => Mode::Enforce,
+                };
+                Charge {
+                    key: format!("k{}|{len}|{algorithm:?}", rng.below(3)),
+                    window: Window::new(len, algorithm),
+                    limit,
+                    hits,
+                    mode,
+                }
+            })
+            .collect();
+        let m = run(&memory, now, &charges).await;
+        let r = run(redis, now, &charges).await;
+        assert_eq!(m, r, "step {step} at {now}: {charges:?}");
+    }
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A disposable Redis Cluster
+
+const REDIS_CLI: &str = "/usr/bin/redis-cli";
+
+/// Three masters on loopback ports (no replicas), built with `redis-cli --cluster create`.
+/// Every node is killed by PID on drop and the config directory removed. A watchdog does the
+/// same once the test process is gone however it ended (its stdin, a pipe from this process,
+/// closes), so no node outlives the tests even if the cluster is never dropped.
+struct RedisCluster {
+    dir: PathBuf,
+    nodes: Vec<RedisServer>,
+    /// `(first slot, last slot, port of the master)`.
+    ranges: Vec<(u16, u16, u16)>,
+    watchdog: Option<Child>,
+}
+
+/// The cluster of every test but the failure one (each test uses keys of its own). Started by
+/// the first test that needs it and kept until the test binary exits, when its watchdog kills
+/// it: starting a cluster takes two seconds (a new master waits that long before it serves),
+/// too long to pay per test.
+fn shared_cluster() -> &'static RedisCluster {
+    static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+    SHARED.get_or_init(RedisCluster::start)
+}
+
+impl RedisCluster {
+    fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(cluster) = Self::try_start() {
+                return cluster;
             }
-            let n = 1 + rng.below(4) as usize;
-            let charges: Vec<Charge> = (0..n)
-                .map(|_| {
-                    let len = windows[rng.below(windows.len() as u64) as usize];
-                    let algorithm = if rng.below(4) == 0 {
-                        Algorithm::Fixed
-                    } else {
-                        Algorithm::Sliding
-                    };
-                    let limit = limits[rng.below(limits.len() as u64) as usize];
-                    let hits = rng.below(limit / 3 + 3);
-                    let mode = match rng.below(6) {
-                        0 => Mode::Shadow,
-                        1 | 2 => Mode::Quota,
-                        _ => Mode::Enforce,
-                    };
-                    Charge {
-                        key: format!("k{}|{len}|{algorithm:?}", rng.below(3)),
-                        window: Window::new(len, algorithm),
-                        limit,
-                        hits,
-                        mode,
-                    }
+        }
+        panic!("could not start a Redis Cluster");
+    }
+
+    fn try_start() -> Option<Self> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rls-cluster-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ports = Vec::new();
+        while ports.len() < 6 {
+            let p = free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let mut cluster = RedisCluster {
+            nodes: ports[..3]
+                .iter()
+                .zip(&ports[3..])
+                .map(|(&port, &bus)| RedisServer {
+                    port,
+                    child: None,
+                    args: [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-port",
+                        &bus.to_string(),
+                        "--cluster-config-file",
+                        &dir.join(format!("nodes-{port}.conf")).to_string_lossy(),
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 })
-                .collect();
-            let m = run(&memory, now, &charges).await;
-            let r = run(&redis, now, &charges).await;
-            assert_eq!(m, r, "step {step} at {now}: {charges:?}");
+                .collect(),
+            dir,
+            ranges: Vec::new(),
+            watchdog: None,
+        };
+        for node in &mut cluster.nodes {
+            if !node.spawn() {
+                return None;
+            }
+        }
+        let pids = cluster
+            .nodes
+            .iter()
+            .map(|n| n.child.as_ref().expect("running").id().to_string());
+        cluster.watchdog = Some(
+            Command::new("sh")
+                .args(["-c", r#"read _; d=$1; shift; kill "$@"; rm -rf "$d""#, "sh"])
+                .arg(&cluster.dir)
+                .args(pids)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("sh is installed"),
+        );
+        let mut create = Command::new(REDIS_CLI);
+        create.args(["--cluster", "create"]);
+        create.args(
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port)),
+        );
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        if !run_bounded(create, Duration::from_secs(20)) {
+            return None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cluster.nodes.iter().all(cluster_ok) {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cluster.ranges = slot_ranges(&cluster.nodes[0]);
+        Some(cluster)
+    }
+
+    fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The port of the master that holds `slot`.
+    fn owner(&self, slot: u16) -> u16 {
+        self.ranges
+            .iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .expect("every slot is covered")
+            .2
+    }
+
+    /// A synchronous cluster connection, for looking at keys.
+    fn connection(&self) -> ::redis::cluster::ClusterConnection {
+        ::redis::cluster::ClusterClient::new(self.urls().split(',').collect::<Vec<_>>())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// A tenant named `<prefix><n>` whose counters live on the master at `port`.
+    fn tenant_on(&self, port: u16, prefix: &str) -> String {
+        (0..)
+            .map(|n| format!("{prefix}{n}"))
+            .find(|t| self.owner(RedisClusterStore::slot(&tenant(t, 1, 0), T0)) == port)
+            .unwrap()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(mut watchdog) = self.watchdog.take() {
+            // Closing its stdin lets it finish (its PIDs are already gone).
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+/// Runs `cmd` to completion, killing it after `within`; true if it succeeded.
+fn run_bounded(mut cmd: Command, within: Duration) -> bool {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-cli is installed");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cluster_ok(node: &RedisServer) -> bool {
+    ::redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query::<String>(&mut node.connection())
+        .is_ok_and(|info| info.contains("cluster_state:ok"))
+}
+
+fn slot_ranges(node: &RedisServer) -> Vec<(u16, u16, u16)> {
+    let slots: Value = ::redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut node.connection())
+        .unwrap();
+    let int = |v: &Value| match v {
+        Value::Int(i) => u16::try_from(*i).unwrap(),
+        other => panic!("CLUSTER SLOTS: {other:?}"),
+    };
+    let Value::Array(ranges) = slots else {
+        panic!("CLUSTER SLOTS: {slots:?}")
+    };
+    ranges
+        .iter()
+        .map(|r| match r {
+            Value::Array(r) => match &r[2] {
+                Value::Array(master) => (int(&r[0]), int(&r[1]), int(&master[1])),
+                other => panic!("CLUSTER SLOTS: {other:?}"),
+            },
+            other => panic!("CLUSTER SLOTS: {other:?}"),
+        })
+        .collect()
+}
+
+/// The request counter of a tenant (`llm|tenant=<t>|60000`), as the limiter builds it.
+fn tenant(t: &str, limit: u64, hits: u64) -> Charge {
+    Charge {
+        key: counter_key("llm", [("tenant", t)], MIN),
+        ..sliding("", limit, hits)
+    }
+}
+
+/// A counter of the tenant under a second entry, e.g. `llm|tenant=<t>|kind=tokens|60000`.
+fn tenant_sub(t: &str, k: &str, v: &str, limit: u64, hits: u64) -> Charge {
+    Charge {
+        key: counter_key("llm", [("tenant", t), (k, v)], MIN),
+        ..sliding("", limit, hits)
+    }
+}
+
+/// The current-window value of `c` in the cluster, read without the store.
+fn raw_count(con: &mut ::redis::cluster::ClusterConnection, c: &Charge, now: u64) -> Option<u64> {
+    ::redis::cmd("GET")
+        .arg(RedisClusterStore::counter_key(c, c.window.index(now)))
+        .query(con)
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Cluster only
+
+mod cluster_only {
+    use super::*;
+
+    fn unique(name: &str) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        format!(
+            "{name}-{}.{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenants_counters_share_one_slot() {
+        let cluster = shared_cluster();
+        let store = RedisClusterStore::new(&cluster.urls(), TIMEOUT).unwrap();
+        let t = unique("acme");
+        // Requests, tokens and a model of one tenant, and a value that tries to move the tag.
+        let request = [
+            tenant(&t, 100, 1),
+            tenant_sub(&t, "kind", "tokens", 1_000, 250),
+            tenant_sub(&t, "model", "gpt-4o", 10, 1),
+            tenant_sub(&t, "model", "}{x}|y", 10, 1),
+        ];
+        let now = T0 + 1_000;
+        let out = run(&store, now, &request).await;
+        assert!(out.admitted);
+
+        let mut node = cluster.nodes[0].connection();
+        let keyslot = |con: &mut ::redis::Connection, key: &str| -> u16 {
+            ::redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(key)
+                .query(con)
+                .unwrap()
+        };
+        let index = now / MIN;
+        let slot = keyslot(
+            &mut node,
+            &RedisClusterStore::counter_key(&request[0], index),
+        );
+        let mut raw = cluster.connection();
+        for c in &request {
+            for key in [
+                RedisClusterStore::counter_key(c, index),
+                RedisClusterStore::counter_key(c, index - 1),
+            ] {
+                assert!(
+                    key.starts_with(&format!("rls:{{llm|tenant={t}}}|")),
+                    "{key}"
+                );
+                assert_eq!(keyslot(&mut node, &key), slot, "{key}");
+                assert_eq!(key_slot(&key), slot, "{key}");
+            }
+            assert_eq!(raw_count(&mut raw, c, now), Some(c.hits), "{}", c.key);
+        }
+        // Another tenant is (almost certainly) elsewhere; the slot function agrees with Redis
+        // on arbitrary keys.
+        let other = RedisClusterStore::counter_key(&tenant("someone-else", 1, 1), index);
+        assert_ne!(keyslot(&mut node, &other), slot);
+        for n in 0..200 {
+            let key = format!("k{n}{{{}}}x", n * 7919);
+            assert_eq!(key_slot(&key), keyslot(&mut node, &key), "{key}");
         }
     }
 
-    struct XorShift(u64);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rejected_multi_slot_request_charges_nothing_anywhere() {
+        let cluster = shared_cluster();
+        let store = RedisClusterStore::new(&cluster.urls(), TIMEOUT).unwrap();
+        let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+        let prefix = unique("multi");
+        let [a, b, c] = [0, 1, 2].map(|i| cluster.tenant_on(ports[i], &format!("{prefix}-{i}-")));
+        let now = T0 + 2_000;
+        let mut raw = cluster.connection();
 
-    impl XorShift {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n.max(1)
+        // A counter that already holds hits, so a refund has to subtract, not delete.
+        assert!(run(&store, now, &[tenant(&a, 100, 10)]).await.admitted);
+
+        // Fits on the masters of a and b, over on c's: nothing may stay charged.
+        let request = [
+            tenant(&a, 100, 5),
+            tenant_sub(&b, "kind", "tokens", 100, 5),
+            mode(tenant_sub(&b, "model", "m", 1, 5), Mode::Shadow),
+            mode(tenant_sub(&a, "model", "m", 100, 5), Mode::Quota),
+            tenant(&c, 3, 5),
+        ];
+        for _ in 0..3 {
+            let out = run(&store, now, &request).await;
+            assert!(!out.admitted);
+            assert_eq!(out.charged, vec![false; 5]);
+            assert_eq!(out.before[0], counts(0, 10));
         }
+        assert_eq!(raw_count(&mut raw, &request[0], now), Some(10));
+        for ch in &request[1..] {
+            assert_eq!(raw_count(&mut raw, ch, now), None, "{} was charged", ch.key);
+        }
+
+        // Without the over-limit counter the same request charges everything, in every slot.
+        let out = run(&store, now, &request[..4]).await;
+        assert!(out.admitted);
+        assert_eq!(out.charged, vec![true; 4]);
+        assert_eq!(raw_count(&mut raw, &request[0], now), Some(15));
+        for ch in &request[1..4] {
+            assert_eq!(raw_count(&mut raw, ch, now), Some(5), "{}", ch.key);
+        }
+
+        // Quota limits in different slots: one that fits admits the request, and only it is
+        // charged; when all are over, nothing is.
+        let q1 = |hits| mode(tenant_sub(&b, "quota", "1", 10, hits), Mode::Quota);
+        let q2 = |hits| mode(tenant_sub(&c, "quota", "2", 3, hits), Mode::Quota);
+        let out = run(&store, now, &[q1(5), q2(5)]).await;
+        assert!(out.admitted);
+        assert_eq!(out.charged, vec![true, false]);
+        let out = run(&store, now, &[q1(6), q2(6), tenant(&a, 1_000, 1)]).await;
+        assert!(!out.admitted);
+        assert_eq!(raw_count(&mut raw, &q1(0), now), Some(5));
+        assert_eq!(raw_count(&mut raw, &tenant(&a, 0, 0), now), Some(15));
+
+        // Concurrent requests over two slots: exactly the limit of the tighter one is admitted,
+        // and every rejected request's hits on the other one are refunded exactly.
+        let (hot, wide) = (unique("hot"), unique("wide"));
+        let store = Arc::new(store);
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let store = store.clone();
+                let request = [tenant(&hot, 100, 1), tenant(&wide, 1_000, 1)];
+                tokio::spawn(async move {
+                    store
+                        .check_and_charge(now, &request)
+                        .await
+                        .unwrap()
+                        .admitted
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(admitted, 100);
+        assert_ne!(
+            RedisClusterStore::slot(&tenant(&hot, 0, 0), now),
+            RedisClusterStore::slot(&tenant(&wide, 0, 0), now),
+            "pick other names: both in one slot"
+        );
+        assert_eq!(raw_count(&mut raw, &tenant(&hot, 0, 0), now), Some(100));
+        assert_eq!(raw_count(&mut raw, &tenant(&wide, 0, 0), now), Some(100));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_share_one_limit() {
+        let cluster = shared_cluster();
+        let a = RedisClusterStore::new(&cluster.urls(), TIMEOUT).unwrap();
+        // Any one seed is enough to find the whole cluster.
+        let one_seed = format!("redis://127.0.0.1:{}", cluster.nodes[2].port);
+        let b = RedisClusterStore::new(&one_seed, TIMEOUT).unwrap();
+        let t = unique("shared");
+        let c = |hits| tenant(&t, 100, hits);
+        assert!(run(&a, T0 + 1_000, &[c(60)]).await.admitted);
+        let out = run(&b, T0 + 1_000, &[c(41)]).await;
+        assert!(!out.admitted, "b sees a's hits");
+        assert_eq!(out.before, vec![counts(0, 60)]);
+        assert!(run(&b, T0 + 1_000, &[c(40)]).await.admitted);
+        assert!(!run(&a, T0 + 1_000, &[c(1)]).await.admitted);
+
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let both = unique("both");
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let request = [tenant(&both, 100, 1)];
+                tokio::spawn(async move {
+                    s.check_and_charge(T0 + 2_000, &request)
+                        .await
+                        .unwrap()
+                        .admitted
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(admitted, 100);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_and_cluster_agree_on_random_traffic() {
+        let cluster = shared_cluster();
+        let store = RedisClusterStore::new(&cluster.urls(), TIMEOUT).unwrap();
+        agrees_with_memory(&Namespaced::new(store)).await;
+    }
+
+    /// No node answers (the service may start before the cluster): calls fail within the
+    /// timeout, then fast.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_cluster_fails_within_the_timeout() {
+        let urls = format!(
+            "redis://127.0.0.1:{},redis://127.0.0.1:{}",
+            free_port(),
+            free_port()
+        );
+        let timeout = Duration::from_millis(200);
+        let store = RedisClusterStore::new(&urls, timeout).unwrap();
+        let c = [tenant("nobody", 10, 1)];
+        for _ in 0..5 {
+            let started = Instant::now();
+            let e = assert_fails(&store, &c).await;
+            assert!(e.is_transient(), "{e}");
+            assert!(started.elapsed() < timeout + Duration::from_millis(250));
+        }
+        assert!(store.ping().await.is_err());
+        assert!(RedisClusterStore::new("", timeout).is_err(), "no seed");
+        assert!(RedisClusterStore::new("http://x", timeout).is_err());
+    }
+
+    /// One master dies: requests whose counters it holds fail within the timeout (and charge
+    /// nothing elsewhere), requests on the other masters go on, and once it is back (empty,
+    /// without the script) everything works again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_node_fails_fast_and_recovers() {
+        let mut cluster = RedisCluster::start();
+        let timeout = Duration::from_millis(200);
+        let store = RedisClusterStore::new(&cluster.urls(), timeout).unwrap();
+        let (dead_port, alive_port) = (cluster.nodes[1].port, cluster.nodes[0].port);
+        let dead = [tenant(&cluster.tenant_on(dead_port, "dead-"), 100, 1)];
+        let alive = [tenant(&cluster.tenant_on(alive_port, "alive-"), 100, 1)];
+        assert!(run(&store, T0 + 1_000, &dead).await.admitted);
+        assert!(run(&store, T0 + 1_000, &alive).await.admitted);
+        store.ping().await.unwrap();
+
+        cluster.nodes[1].kill();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let e = assert_fails(&store, &dead).await;
+            assert!(e.is_transient(), "{e}");
+            assert!(
+                started.elapsed() < timeout + Duration::from_millis(250),
+                "took {:?}: {e}",
+                started.elapsed()
+            );
+            // The other masters still answer.
+            assert!(run(&store, T0 + 1_000, &alive).await.admitted);
+        }
+        // A request over both fails, and its hits on the live master are taken back.
+        let started = Instant::now();
+        assert_fails(&store, &[alive[0].clone(), dead[0].clone()]).await;
+        assert!(started.elapsed() < 2 * timeout + Duration::from_millis(250));
+        assert_eq!(
+            count(&store, T0 + 1_000, &alive[0]).await,
+            counts(0, 6),
+            "1 + 5, the failed request refunded"
+        );
+        assert!(store.ping().await.is_err());
+
+        cluster.nodes[1].restart();
+        let out = until_ok(&store, &dead, Duration::from_secs(8)).await;
+        assert!(out.admitted);
+        assert_eq!(
+            out.before,
+            vec![counts(0, 0)],
+            "a restarted master is empty"
+        );
+        store.ping().await.unwrap();
+        assert!(run(&store, T0 + 1_000, &alive).await.admitted);
     }
 }

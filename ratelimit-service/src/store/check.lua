@@ -2,13 +2,16 @@
 -- `Window::estimate` (ratelimit-service/src/store/mod.rs, src/window.rs) line for line; see
 -- src/store/redis.rs for why this is a script.
 --
--- KEYS, two per charge i (1-based):
+-- KEYS, two per charge i (1-based), named by src/keys.rs (`{...}`-tagged on Redis Cluster):
 --   KEYS[2i-1]  current-window counter  rls:<key>:<window index>
 --   KEYS[2i]    previous-window counter rls:<key>:<window index - 1>
 -- ARGV, seven per charge i, starting at a = 7(i-1):
 --   ARGV[a+1] limit         ARGV[a+2] hits        ARGV[a+3] window length ms
---   ARGV[a+4] "sliding" | "fixed"                 ARGV[a+5] "enforce" | "shadow" | "quota"
+--   ARGV[a+4] "sliding" | "fixed"    ARGV[a+5] "enforce" | "shadow" | "quota" | "quota-split"
 --   ARGV[a+6] ms elapsed in the current window    ARGV[a+7] ttl ms of the current counter
+-- "quota-split" is a quota-mode limit of a request that the Redis Cluster store split across
+-- slots: charged only if it fits, like "quota", but it never rejects here; the store takes the
+-- "every quota limit is over" verdict over all slots and refunds (refund.lua) if it rejects.
 -- Reply: { admitted, prev_1, curr_1, charged_1, ..., prev_n, curr_n, charged_n }, flags as 1/0,
 -- counts as they were before this request (prev is 0 for fixed windows, which never read it).
 --
@@ -39,19 +42,20 @@ local function count(key)
 end
 
 -- Read phase: no writes until every check has passed.
-local prev, curr, hits, fits = {}, {}, {}, {}
+local prev, curr, hits, fits, modes = {}, {}, {}, {}, {}
 local enforce_ok = true
 local quota_total, quota_fit = 0, 0
 for i = 1, n do
   local a = 7 * (i - 1)
   local limit, len = whole(ARGV[a + 1]), whole(ARGV[a + 3])
   local algorithm, mode = ARGV[a + 4], ARGV[a + 5]
+  modes[i] = mode
   local elapsed, ttl = whole(ARGV[a + 6]), whole(ARGV[a + 7])
   hits[i] = whole(ARGV[a + 2])
   if limit == nil or hits[i] == nil or len == nil or len < 1 or elapsed == nil
     or elapsed >= len or ttl == nil or ttl < 1
     or (algorithm ~= 'sliding' and algorithm ~= 'fixed')
-    or (mode ~= 'enforce' and mode ~= 'shadow' and mode ~= 'quota') then
+    or (mode ~= 'enforce' and mode ~= 'shadow' and mode ~= 'quota' and mode ~= 'quota-split') then
     return redis.error_reply('ERR rls: bad arguments for charge ' .. i)
   end
 
@@ -88,7 +92,7 @@ local admitted = enforce_ok and (quota_total == 0 or quota_fit > 0)
 -- An admitted request charges every limit except quota-mode ones that are over.
 local charged = {}
 for i = 1, n do
-  charged[i] = admitted and (ARGV[7 * (i - 1) + 5] ~= 'quota' or fits[i])
+  charged[i] = admitted and ((modes[i] ~= 'quota' and modes[i] ~= 'quota-split') or fits[i])
   if charged[i] and curr[i] + hits[i] > MAX_EXACT then
     return redis.error_reply('ERR rls: counter of charge ' .. i .. ' would pass 2^53')
   end

@@ -1,9 +1,16 @@
 //! Counter stores. A store does one thing: atomically check a request's counters and charge
 //! them all or none. Every admission rule lives in [`decide`], which the in-memory store calls
 //! directly and the Redis script mirrors line for line.
+//!
+//! Stores: [`memory`] (one process), [`redis`] (one Redis shared by every process),
+//! [`redis_cluster`] (a Redis Cluster; the same script per hash slot). The Redis stores share
+//! their connection handling (`link.rs`) and scripts (`script.rs`, `check.lua`, `refund.lua`).
 
+mod link;
 pub mod memory;
 pub mod redis;
+pub mod redis_cluster;
+mod script;
 
 use std::future::Future;
 
@@ -85,6 +92,7 @@ pub trait Store: Send + Sync + 'static {
 pub enum AnyStore {
     Memory(memory::MemoryStore),
     Redis(redis::RedisStore),
+    RedisCluster(redis_cluster::RedisClusterStore),
 }
 
 impl AnyStore {
@@ -92,6 +100,7 @@ impl AnyStore {
         match self {
             AnyStore::Memory(_) => "memory",
             AnyStore::Redis(_) => "redis",
+            AnyStore::RedisCluster(_) => "redis-cluster",
         }
     }
 }
@@ -105,6 +114,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.check_and_charge(now_ms, charges).await,
             AnyStore::Redis(s) => s.check_and_charge(now_ms, charges).await,
+            AnyStore::RedisCluster(s) => s.check_and_charge(now_ms, charges).await,
         }
     }
 
@@ -112,6 +122,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.ping().await,
             AnyStore::Redis(s) => s.ping().await,
+            AnyStore::RedisCluster(s) => s.ping().await,
         }
     }
 }
