@@ -83,7 +83,9 @@ impl<S: Store> State<S> {
             && (self.store_up() || self.failure_mode != FailureMode::Closed)
     }
 
-    /// Logs store health only when it changes, never once per request.
+    /// Logs store health only when it changes, never once per request. A failed call marks the
+    /// store down at once; only the probe (which checks every node) marks it up again, so a
+    /// partial outage (one cluster master down) cannot flap the state with every request.
     pub fn record_store(&self, result: Result<(), &StoreError>) {
         match result {
             Ok(()) => {
@@ -110,7 +112,7 @@ impl<S: Store> State<S> {
         }
     }
 
-    /// Probes the store on a timer so health is known (and recovery logged) without traffic.
+    /// Probes the store on a timer: the only path that declares the store recovered.
     pub fn spawn_store_probe(self: &Arc<Self>, every: Duration) {
         let state = Arc::clone(self);
         tokio::spawn(async move {
@@ -141,7 +143,6 @@ impl<S: Store> State<S> {
                     self.metrics
                         .store_latency
                         .observe(started.elapsed().as_secs_f64());
-                    self.record_store(Ok(()));
                 }
                 let domain = if config.domains.contains_key(&req.domain) {
                     req.domain.as_str()
