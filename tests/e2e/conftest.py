@@ -12,6 +12,7 @@ Binaries, overridable through the environment (relative paths are taken from the
   RLS_BIN   target/release/ratelimit-service
   ENVOY     .venv/bin/envoy
   REDIS_SERVER  redis-server on PATH
+  MOCK_PROVIDER_BIN  target/release/mock-provider (the `mock_provider` fixture, start_mock_provider)
 """
 
 from __future__ import annotations
@@ -614,3 +615,77 @@ def store_state(health: dict) -> str:
     if found & _UP_WORDS:
         return "up"
     return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# mock LLM providers (tests/mock-provider): OpenAI, Azure OpenAI and Anthropic APIs with faults
+
+MOCK_PROVIDER_BIN = _repo_path("MOCK_PROVIDER_BIN", "target/release/mock-provider")
+_LISTENING = re.compile(r"^listening on 127\.0\.0\.1:(\d+)$", re.M)
+
+
+@dataclass
+class MockProvider:
+    proc: Proc
+    port: int
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def program_faults(self, *faults: dict) -> list[dict]:
+        """Queues faults for the next provider requests, e.g. {"status": 503, "count": 2}."""
+        r = requests.post(self.url + "/_mock/faults", json=list(faults), timeout=5)
+        assert r.status_code == 200, f"POST /_mock/faults: {r.status_code} {r.text}"
+        return r.json()["faults"]
+
+    def pending_faults(self) -> list[dict]:
+        return requests.get(self.url + "/_mock/faults", timeout=5).json()["faults"]
+
+    def clear_faults(self) -> None:
+        requests.delete(self.url + "/_mock/faults", timeout=5).raise_for_status()
+
+    def requests(self) -> list[dict]:
+        """Every provider request received so far: method, path, query, headers, body, time."""
+        return requests.get(self.url + "/_mock/requests", timeout=5).json()
+
+    def clear_requests(self) -> None:
+        requests.delete(self.url + "/_mock/requests", timeout=5).raise_for_status()
+
+
+def start_mock_provider(harness: Harness, name: str = "mock", *, openai_key: str | None = None,
+                        anthropic_key: str | None = None, azure_key: str | None = None) -> MockProvider:
+    """Starts the mock on a free port (it binds port 0 and prints `listening on ADDR`)."""
+    argv: list = [MOCK_PROVIDER_BIN, "--listen", "127.0.0.1:0", "--name", name]
+    for flag, key in (("--openai-key", openai_key), ("--anthropic-key", anthropic_key), ("--azure-key", azure_key)):
+        if key is not None:
+            argv += [flag, key]
+    n = sum(1 for p in harness.procs if p.name.startswith(f"mock-provider-{name}"))
+    proc = harness.spawn(f"mock-provider-{name}" + (f"-{n}" if n else ""), argv)
+
+    def port():
+        proc.check_alive()
+        m = _LISTENING.search(proc.log_text())
+        return int(m.group(1)) if m else None
+
+    return MockProvider(proc, wait_until(port, START_TIMEOUT, interval=0.05, what=f"mock-provider {name}"), name)
+
+
+@pytest.fixture
+def mock_provider(request, tmp_path) -> Iterable[Callable[..., MockProvider]]:
+    """Factory fixture: `mock_provider(name=..., openai_key=...)` starts a mock provider; all
+    of them are stopped by PID when the test ends. Needs only the mock binary (not Envoy);
+    tests that also use `harness` should call `start_mock_provider(harness, ...)` instead."""
+    if not MOCK_PROVIDER_BIN.exists():
+        pytest.fail(f"mock-provider binary not found at {MOCK_PROVIDER_BIN}: run `make build` (or set MOCK_PROVIDER_BIN)")
+    h = request.node.stash.get(_HARNESS, None)
+    own = h is None
+    if own:
+        h = Harness(tmp_path)
+        request.node.stash[_HARNESS] = h
+    try:
+        yield lambda **kw: start_mock_provider(h, **kw)
+    finally:
+        if own:
+            h.stop_all()
