@@ -1,0 +1,1 @@
+//! Token estimation (being written).
