@@ -1,7 +1,12 @@
 //! The gateway's proxy-wasm filter. Everything but `plugin` is plain Rust, tested natively:
-//! `config` (plugin configuration), `estimate` (token estimation), `translate` (OpenAI ↔
+//! `config` (plugin configuration), `auth` (API keys), `errors` (the gateway's own answers),
+//! `select` (deployment choice), `estimate` (token estimation), `translate` (OpenAI ↔
 //! Anthropic requests, responses and streams). `plugin` is the thin proxy-wasm shell, built
 //! only for wasm32.
 
+pub mod auth;
+pub mod config;
+pub mod errors;
 pub mod estimate;
+pub mod select;
 pub mod translate;
