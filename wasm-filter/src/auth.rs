@@ -31,10 +31,10 @@ pub enum AuthError {
 }
 
 /// Finds the caller among the configured keys. `get` reads a request header.
-pub fn authenticate<'c>(
-    config: &'c Config,
+pub fn authenticate(
+    config: &Config,
     get: impl Fn(&str) -> Option<String>,
-) -> Result<&'c Identity, AuthError> {
+) -> Result<&Identity, AuthError> {
     let key = KEY_HEADERS
         .iter()
         .find_map(|h| get(h).and_then(|v| key_from(h, &v)))

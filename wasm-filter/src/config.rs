@@ -190,7 +190,8 @@ impl Config {
                     )
                 })?;
             for (field, v) in [("tenant", &k.tenant), ("tier", &k.tier)] {
-                if !(field == "tier" && v.is_empty()) && !header_safe(v) {
+                let optional_empty = field == "tier" && v.is_empty();
+                if !optional_empty && !header_safe(v) {
                     return Err(err(
                         format!("{here}.{field}"),
                         format!("'{v}' must be non-empty letters, digits or - _ . : @"),

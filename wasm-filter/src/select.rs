@@ -5,11 +5,11 @@
 use crate::config::Deployment;
 
 /// `healthy(name)` says whether a deployment may take traffic; `draw` is uniform in [0, 1).
-pub fn choose<'d>(
-    deployments: &'d [Deployment],
+pub fn choose(
+    deployments: &[Deployment],
     healthy: impl Fn(&str) -> bool,
     draw: f64,
-) -> Option<&'d Deployment> {
+) -> Option<&Deployment> {
     let best = deployments
         .iter()
         .filter(|d| healthy(&d.name))
