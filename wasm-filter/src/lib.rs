@@ -10,3 +10,4 @@ pub mod errors;
 pub mod estimate;
 pub mod select;
 pub mod translate;
+pub mod api;
