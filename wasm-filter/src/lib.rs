@@ -4,10 +4,11 @@
 //! Anthropic requests, responses and streams). `plugin` is the thin proxy-wasm shell, built
 //! only for wasm32.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod estimate;
+pub mod flow;
 pub mod select;
 pub mod translate;
-pub mod api;
