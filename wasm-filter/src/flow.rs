@@ -162,6 +162,8 @@ pub struct Routed {
     /// The model the client asked for (answers carry it back).
     pub client_model: String,
     pub stream: bool,
+    /// The client asked for a final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
 }
 
 /// Parses, estimates, chooses and rewrites. `healthy` says whether a deployment may take
@@ -225,6 +227,10 @@ pub fn on_request_body(
         .ok_or_else(|| GatewayError::no_deployment(&model_name))?;
     let target = upstream_api(api, dep.provider).unwrap_or(api);
     let stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = json
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let (upstream, response) = match (api.is_anthropic(), target.is_anthropic()) {
         (false, true) => (
             crate::translate::openai_to_anthropic_request(
@@ -258,6 +264,7 @@ pub fn on_request_body(
         response,
         client_model: model_name,
         stream,
+        include_usage,
     })
 }
 
@@ -269,6 +276,129 @@ pub fn upstream_api(client: Api, provider: Provider) -> Option<Api> {
         (Api::Messages, false) => Some(Api::Chat),
         (Api::Completions | Api::Embeddings, true) => None,
         (api, false) => Some(api),
+    }
+}
+
+/// How the response body is handled.
+pub enum ResponseBody {
+    /// Untouched.
+    PassThrough,
+    /// Buffer it whole, then translate the JSON (success or error shape).
+    Json(JsonTranslation),
+    /// Translate SSE chunk by chunk as it streams.
+    Stream(StreamTranslation),
+}
+
+pub struct JsonTranslation {
+    shape: ResponseShape,
+    status: u16,
+    client_model: String,
+    created: u64,
+}
+
+impl JsonTranslation {
+    pub fn translate(&self, body: &[u8]) -> Vec<u8> {
+        use crate::translate as t;
+        let ok = (200..300).contains(&self.status);
+        let value = match (self.shape, ok) {
+            (ResponseShape::AnthropicToOpenAi, true) => serde_json::from_slice(body)
+                .map(|v| t::anthropic_to_openai_response(&v, &self.client_model, self.created))
+                .unwrap_or_else(|_| t::anthropic_error_to_openai(502, body)),
+            (ResponseShape::OpenAiToAnthropic, true) => serde_json::from_slice(body)
+                .map(|v| t::openai_to_anthropic_response(&v, &self.client_model))
+                .unwrap_or_else(|_| t::openai_error_to_anthropic(502, body)),
+            (ResponseShape::AnthropicToOpenAi, false) => {
+                t::anthropic_error_to_openai(self.status, body)
+            }
+            (ResponseShape::OpenAiToAnthropic, false) => {
+                t::openai_error_to_anthropic(self.status, body)
+            }
+            (ResponseShape::AsIs, _) => return body.to_vec(),
+        };
+        serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec())
+    }
+}
+
+pub enum StreamTranslation {
+    AnthropicToOpenAi(crate::translate::AnthropicToOpenAiStream),
+    OpenAiToAnthropic(crate::translate::OpenAiToAnthropicStream),
+}
+
+impl StreamTranslation {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        match self {
+            StreamTranslation::AnthropicToOpenAi(s) => s.push(chunk),
+            StreamTranslation::OpenAiToAnthropic(s) => s.push(chunk),
+        }
+    }
+
+    pub fn finish(&mut self) -> Vec<u8> {
+        match self {
+            StreamTranslation::AnthropicToOpenAi(s) => s.finish(),
+            StreamTranslation::OpenAiToAnthropic(s) => s.finish(),
+        }
+    }
+}
+
+/// What the shell does with the response headers and body.
+pub struct ResponseStep {
+    pub remove: Vec<&'static str>,
+    pub set: Vec<(&'static str, String)>,
+    pub body: ResponseBody,
+}
+
+/// Decides the response handling from the upstream status and content type. `id` makes
+/// translated stream ids unique; `now_secs` fills OpenAI's `created`.
+pub fn on_response_headers(
+    config: &Config,
+    routed: &Routed,
+    status: u16,
+    content_type: Option<&str>,
+    id: &str,
+    now_secs: u64,
+) -> ResponseStep {
+    let mut set = Vec::new();
+    if config.deployment_header {
+        set.push(("x-llm-deployment", routed.deployment.clone()));
+    }
+    if routed.response == ResponseShape::AsIs {
+        return ResponseStep {
+            remove: Vec::new(),
+            set,
+            body: ResponseBody::PassThrough,
+        };
+    }
+    let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
+    let body = if sse && (200..300).contains(&status) {
+        ResponseBody::Stream(match routed.response {
+            ResponseShape::AnthropicToOpenAi => StreamTranslation::AnthropicToOpenAi(
+                crate::translate::AnthropicToOpenAiStream::new(
+                    format!("chatcmpl-{id}"),
+                    routed.client_model.clone(),
+                    now_secs,
+                    routed.include_usage,
+                ),
+            ),
+            _ => StreamTranslation::OpenAiToAnthropic(
+                crate::translate::OpenAiToAnthropicStream::new(
+                    format!("msg_{id}"),
+                    routed.client_model.clone(),
+                ),
+            ),
+        })
+    } else {
+        set.push(("content-type", "application/json".into()));
+        ResponseBody::Json(JsonTranslation {
+            shape: routed.response,
+            status,
+            client_model: routed.client_model.clone(),
+            created: now_secs,
+        })
+    };
+    ResponseStep {
+        remove: vec!["content-length"],
+        set,
+        body,
     }
 }
 
@@ -507,5 +637,66 @@ models:
             (r.route.as_str(), r.response),
             ("openai-a|chat", ResponseShape::OpenAiToAnthropic)
         );
+    }
+
+    #[test]
+    fn responses_are_translated_back_to_the_clients_api() {
+        let c = config();
+        let req = serde_json::json!({"model": "claude-haiku", "messages": [{"role": "user", "content": "hi"}]});
+        let routed = body(Api::Chat, req, |_| true, 0.0).unwrap();
+        let step = on_response_headers(
+            &c,
+            &routed,
+            200,
+            Some("application/json"),
+            "1",
+            1_700_000_000,
+        );
+        let ResponseBody::Json(t) = step.body else {
+            panic!("json")
+        };
+        assert!(step.remove.contains(&"content-length"));
+        let upstream = serde_json::json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
+            "content": [{"type": "text", "text": "tok0 tok1"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 4, "output_tokens": 2}
+        });
+        let out: Value =
+            serde_json::from_slice(&t.translate(&serde_json::to_vec(&upstream).unwrap())).unwrap();
+        assert_eq!(out["object"], "chat.completion");
+        assert_eq!(out["model"], "claude-haiku");
+        assert_eq!(out["choices"][0]["message"]["content"], "tok0 tok1");
+        assert_eq!(out["usage"]["total_tokens"], 6);
+
+        let streamed = serde_json::json!({"model": "claude-haiku", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        let routed = body(Api::Chat, streamed, |_| true, 0.0).unwrap();
+        let step = on_response_headers(
+            &c,
+            &routed,
+            200,
+            Some("text/event-stream"),
+            "2",
+            1_700_000_000,
+        );
+        let ResponseBody::Stream(mut s) = step.body else {
+            panic!("stream")
+        };
+        let mut out = s.push(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"x\",\"content\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n");
+        out.extend(s.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("chat.completion.chunk") && text.ends_with("data: [DONE]\n\n"),
+            "{text}"
+        );
+
+        let same = body(
+            Api::Chat,
+            serde_json::json!({"model": "gpt-4o-mini", "messages": []}),
+            |_| true,
+            0.0,
+        )
+        .unwrap();
+        let step = on_response_headers(&c, &same, 200, Some("application/json"), "3", 0);
+        assert!(matches!(step.body, ResponseBody::PassThrough));
     }
 }
