@@ -286,7 +286,7 @@ pub enum ResponseBody {
     /// Buffer it whole, then translate the JSON (success or error shape).
     Json(JsonTranslation),
     /// Translate SSE chunk by chunk as it streams.
-    Stream(StreamTranslation),
+    Stream(Box<StreamTranslation>),
 }
 
 pub struct JsonTranslation {
@@ -370,7 +370,7 @@ pub fn on_response_headers(
     }
     let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
     let body = if sse && (200..300).contains(&status) {
-        ResponseBody::Stream(match routed.response {
+        ResponseBody::Stream(Box::new(match routed.response {
             ResponseShape::AnthropicToOpenAi => StreamTranslation::AnthropicToOpenAi(
                 crate::translate::AnthropicToOpenAiStream::new(
                     format!("chatcmpl-{id}"),
