@@ -385,7 +385,7 @@ pub fn on_response_headers(
                     routed.client_model.clone(),
                 ),
             ),
-        })
+        }))
     } else {
         set.push(("content-type", "application/json".into()));
         ResponseBody::Json(JsonTranslation {
