@@ -16,7 +16,11 @@ pub enum Api {
 impl Api {
     /// Classifies a request path (query string ignored).
     pub fn from_path(path: &str) -> Option<Api> {
-        let path = path.split('?').next().unwrap_or_default().trim_end_matches('/');
+        let path = path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/');
         Some(match path {
             "/v1/chat/completions" => Api::Chat,
             "/v1/completions" => Api::Completions,

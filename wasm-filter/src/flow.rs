@@ -32,6 +32,12 @@ pub trait Estimator {
     fn estimate(&self, api: Api, body: &Value, encoding: Encoding, default_max_output: u32) -> u64;
 }
 
+impl Estimator for crate::estimate::Tokenizers {
+    fn estimate(&self, api: Api, body: &Value, encoding: Encoding, default_max_output: u32) -> u64 {
+        crate::estimate::Tokenizers::estimate(self, api, body, encoding, default_max_output)
+    }
+}
+
 /// What the shell does after the request headers.
 #[derive(Debug, PartialEq)]
 pub enum HeadersStep {

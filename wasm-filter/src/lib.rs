@@ -10,5 +10,9 @@ pub mod config;
 pub mod errors;
 pub mod estimate;
 pub mod flow;
+pub mod health;
 pub mod select;
 pub mod translate;
+
+#[cfg(target_arch = "wasm32")]
+mod plugin;

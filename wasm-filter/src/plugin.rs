@@ -1,0 +1,313 @@
+//! The proxy-wasm shell: reads what Envoy gives, calls `flow`, performs what it returns. No
+//! decision is made here. Built only for wasm32.
+//!
+//! Body routing inside stock Envoy: the headers phase must end with Continue (a Pause becomes
+//! StopAllIteration and the body callback never runs), and headers can't change after it. So
+//! the headers phase sets the tenant headers; the body phase buffers the body, then stores the
+//! route key and the token estimate as filter state (`wasm.llm_route`, `wasm.llm_estimate`)
+//! and clears the route cache. `envoy.filters.http.buffer` after this filter holds the request
+//! until then, so the rate-limit filter and the router see the final state.
+
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+use crate::config::{Config, Encoding};
+use crate::errors::GatewayError;
+use crate::estimate::{self, Tokenizers};
+use crate::flow::{self, HeadersStep, Pending, ResponseBody, Routed};
+use crate::health;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+#[derive(Default)]
+struct Root {
+    config: Option<Rc<Config>>,
+    metrics: Option<Rc<Metrics>>,
+}
+
+struct Metrics {
+    internal_errors: u32,
+    local_replies: u32,
+}
+
+impl Metrics {
+    fn define() -> Option<Metrics> {
+        Some(Metrics {
+            internal_errors: proxy_wasm::hostcalls::define_metric(
+                MetricType::Counter,
+                "llm_gateway.internal_errors",
+            )
+            .ok()?,
+            local_replies: proxy_wasm::hostcalls::define_metric(
+                MetricType::Counter,
+                "llm_gateway.local_replies",
+            )
+            .ok()?,
+        })
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _: usize) -> bool {
+        // Tokenizer tables load once per VM, never on the request path.
+        match estimate::init_global(&[Encoding::O200k, Encoding::Cl100k]) {
+            Ok(_) => true,
+            Err(e) => {
+                proxy_wasm::hostcalls::log(
+                    LogLevel::Critical,
+                    &format!("llm-gateway: cannot load tokenizers: {e}"),
+                )
+                .ok();
+                false
+            }
+        }
+    }
+
+    fn on_configure(&mut self, _: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match Config::parse(&bytes) {
+            Ok(c) => {
+                self.config = Some(Rc::new(c));
+                self.metrics = Metrics::define().map(Rc::new);
+                true
+            }
+            Err(e) => {
+                // Returning false makes Envoy reject the configuration with this line in its log.
+                proxy_wasm::hostcalls::log(
+                    LogLevel::Critical,
+                    &format!("llm-gateway: invalid plugin configuration: {e}"),
+                )
+                .ok();
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            id,
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            pending: None,
+            routed: None,
+            response: None,
+            done: false,
+        }))
+    }
+}
+
+struct Request {
+    id: u32,
+    config: Option<Rc<Config>>,
+    metrics: Option<Rc<Metrics>>,
+    pending: Option<Pending>,
+    routed: Option<Routed>,
+    response: Option<ResponseBody>,
+    /// A local reply was sent: later callbacks pass.
+    done: bool,
+}
+
+static NO_TOKENIZERS: std::sync::OnceLock<Tokenizers> = std::sync::OnceLock::new();
+
+impl Request {
+    fn now(&self) -> Duration {
+        self.get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+    }
+
+    fn reply(&mut self, status: u32, body: &str) -> Action {
+        self.done = true;
+        if let Some(m) = &self.metrics {
+            proxy_wasm::hostcalls::increment_metric(m.local_replies, 1).ok();
+        }
+        self.send_http_response(
+            status,
+            vec![("content-type", "application/json")],
+            Some(body.as_bytes()),
+        );
+        Action::Pause
+    }
+
+    fn fail(&mut self, e: GatewayError) -> Action {
+        self.reply(e.status, &e.body())
+    }
+
+    fn internal_error(&mut self, what: &str) -> Action {
+        if let Some(m) = &self.metrics {
+            proxy_wasm::hostcalls::increment_metric(m.internal_errors, 1).ok();
+        }
+        proxy_wasm::hostcalls::log(LogLevel::Error, &format!("llm-gateway: {what}")).ok();
+        self.fail(GatewayError::internal())
+    }
+
+    /// A uniform draw in [0, 1) from the clock and the context id (splitmix64).
+    fn draw(&self) -> f64 {
+        let mut z = (self.now().as_nanos() as u64) ^ (u64::from(self.id) << 32);
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return self.internal_error("no configuration");
+        };
+        let step = {
+            let get = |name: &str| self.get_http_request_header(name);
+            flow::on_request_headers(&config, &get, end_of_stream)
+        };
+        match step {
+            HeadersStep::Proceed {
+                pending,
+                remove,
+                set,
+            } => {
+                for h in remove {
+                    self.set_http_request_header(h, None);
+                }
+                for (h, v) in set {
+                    self.set_http_request_header(h, Some(&v));
+                }
+                self.pending = Some(pending);
+                Action::Continue
+            }
+            HeadersStep::Reply { status, body } => self.reply(status, &body),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.done {
+            return Action::Continue;
+        }
+        let (Some(config), Some(pending)) = (self.config.clone(), self.pending.clone()) else {
+            return Action::Continue;
+        };
+        if body_size > config.max_body_bytes {
+            return self.fail(GatewayError::too_large(config.max_body_bytes));
+        }
+        if !end_of_stream {
+            return Action::Pause; // buffered by Envoy until the whole body is here
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let tokenizers =
+            estimate::global().unwrap_or_else(|| NO_TOKENIZERS.get_or_init(Tokenizers::default));
+        let now_ms = self.now().as_millis() as u64;
+        let draw = self.draw();
+        let routed = match flow::on_request_body(
+            &config,
+            &pending,
+            &body,
+            tokenizers,
+            |name| health::is_healthy(name, now_ms),
+            draw,
+        ) {
+            Ok(r) => r,
+            Err(e) => return self.fail(e),
+        };
+        self.set_http_request_body(0, body_size, &routed.body);
+        let state = [
+            ("llm_route", routed.route.clone()),
+            ("llm_deployment", routed.deployment.clone()),
+            ("llm_estimate", routed.estimate.to_string()),
+        ];
+        for (key, value) in state {
+            if let Err(e) = proxy_wasm::hostcalls::set_property(vec![key], Some(value.as_bytes())) {
+                return self.internal_error(&format!("set_property({key}): {e:?}"));
+            }
+        }
+        if let Err(e) = proxy_wasm::hostcalls::call_foreign_function("clear_route_cache", None) {
+            return self.internal_error(&format!("clear_route_cache: {e:?}"));
+        }
+        self.routed = Some(routed);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let (Some(config), Some(routed)) = (self.config.clone(), self.routed.as_ref()) else {
+            return Action::Continue;
+        };
+        let status: u16 = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let content_type = self.get_http_response_header("content-type");
+        let now = self.now();
+        health::record(&routed.deployment, status, now.as_millis() as u64);
+        let step = flow::on_response_headers(
+            &config,
+            routed,
+            status,
+            content_type.as_deref(),
+            &format!("{}{}", now.as_millis(), self.id),
+            now.as_secs(),
+        );
+        for h in step.remove {
+            self.set_http_response_header(h, None);
+        }
+        for (h, v) in step.set {
+            self.set_http_response_header(h, Some(&v));
+        }
+        self.response = Some(step.body);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(mode) = self.response.as_mut() else {
+            return Action::Continue;
+        };
+        match mode {
+            ResponseBody::PassThrough => Action::Continue,
+            ResponseBody::Json(t) => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = proxy_wasm::hostcalls::get_buffer(
+                    proxy_wasm::types::BufferType::HttpResponseBody,
+                    0,
+                    body_size,
+                )
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+                let out = t.translate(&body);
+                self.set_http_response_body(0, body_size, &out);
+                Action::Continue
+            }
+            ResponseBody::Stream(s) => {
+                let chunk = proxy_wasm::hostcalls::get_buffer(
+                    proxy_wasm::types::BufferType::HttpResponseBody,
+                    0,
+                    body_size,
+                )
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+                let mut out = s.push(&chunk);
+                if end_of_stream {
+                    out.extend(s.finish());
+                }
+                self.set_http_response_body(0, body_size, &out);
+                Action::Continue
+            }
+        }
+    }
+}
