@@ -5,7 +5,7 @@ ports chosen at run time, waits until each one is ready, and stops them all (by 
 wait, kill) when the test ends. Each process's stdout+stderr goes to `<tmp>/<name>.log`; when a
 test fails, the tail of every log is attached to the failure report.
 
-Envoy's bootstrap is the shipped demo (`envoy/demo.yaml`) with its ports, rate-limit domain and
+Envoy's bootstrap is the shipped rate-limit-only example (`envoy/ratelimit-only.yaml`) with its ports, rate-limit domain and
 timeout replaced, so the tests exercise the same wiring `make run` uses.
 
 Binaries, overridable through the environment (relative paths are taken from the repo root):
@@ -44,7 +44,7 @@ def _repo_path(env: str, default: str) -> Path:
 RLS_BIN = _repo_path("RLS_BIN", "target/release/ratelimit-service")
 ENVOY_BIN = _repo_path("ENVOY", ".venv/bin/envoy")
 REDIS_BIN = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "redis-server"
-DEMO_ENVOY = REPO / "envoy" / "demo.yaml"
+DEMO_ENVOY = REPO / "envoy" / "ratelimit-only.yaml"
 DEMO_LIMITS = REPO / "envoy" / "ratelimit" / "demo.yaml"
 
 # Envoy's call to the service. Generous so a busy 2-core CI machine does not turn a slow answer
@@ -328,7 +328,7 @@ class Envoy:
 
 def render_envoy_config(*, listen_port: int, upstream_port: int, admin_port: int, rls_ports: Iterable[int],
                         domain: str, timeout: str = RLS_TIMEOUT, rls_health_check: bool = False) -> str:
-    """envoy/demo.yaml with its fixed ports, domain and timeout replaced; optionally with an
+    """envoy/ratelimit-only.yaml with its fixed ports, domain and timeout replaced; optionally with an
     active gRPC health check (grpc.health.v1) of the ratelimit cluster.
 
     Each replaced pattern must occur exactly as often as expected, so a change of the demo that
@@ -340,7 +340,7 @@ def render_envoy_config(*, listen_port: int, upstream_port: int, admin_port: int
     def sub(pattern: str, repl: str, count: int) -> None:
         nonlocal text
         text, n = re.subn(pattern, lambda _m: repl, text)
-        assert n == count, f"envoy/demo.yaml: expected {count} match(es) of {pattern!r}, found {n}"
+        assert n == count, f"envoy/ratelimit-only.yaml: expected {count} match(es) of {pattern!r}, found {n}"
 
     sub(r"port_value: 9901\b", f"port_value: {admin_port}", 1)
     sub(r"port_value: 10000\b", f"port_value: {listen_port}", 1)
