@@ -281,7 +281,7 @@ if want b; then
         done
         if [ "$store" = redis ]; then
             # The keys the service wrote, to compare with the ones phase a benchmarks.
-            redis-cli -p "$REDIS_PORT" --scan --pattern 'rls:*' --count 1000 >"$LOGS/redis-keys.log"
+            redis-cli -p "$REDIS_PORT" --scan --pattern 'rls:*' >"$LOGS/redis-keys.log"
             say "   e.g. Redis key written by the service: $(sed -n 1p "$LOGS/redis-keys.log")"
         fi
 
