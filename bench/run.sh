@@ -206,7 +206,7 @@ if want a; then
         100000000 1 60000 sliding enforce "$el" "$ttl"
         1000000000000 1000 60000 sliding enforce "$el" "$ttl"
         100000000000 1 60000 sliding enforce "$el" "$ttl")
-    reply=$(redis-cli -p "$REDIS_PORT" "${BENCH_CMD[@]}" | head -1)
+    reply=$(redis-cli -p "$REDIS_PORT" "${BENCH_CMD[@]}" | sed -n 1p)
     [ "$reply" = 1 ] || die "EVALSHA with the bench arguments did not admit (reply: $reply)"
     for p in 1 16; do
         # Calibrate the count so the measured run lasts about $SECS seconds.
