@@ -6,7 +6,7 @@
 //!
 //! 1. one linear pass over all the bytes counts characters per class (ASCII letters, digits,
 //!    punctuation, spaces, newlines, CJK, other 2-byte, other 3/4-byte) and turns the counts
-//!    into a model token count `M(all)` with per-encoding weights fitted on the test corpora;
+//!    into a model token count `M(all)` with per-encoding weights fitted on test corpora;
 //! 2. `windows` evenly spaced windows of `window_bytes` each (cut at whitespace) are
 //!    tokenized exactly: `T(samples)`, and the model is evaluated on them: `M(samples)`;
 //! 3. estimate = `M(all) × T(samples) / M(samples)`.
@@ -71,7 +71,9 @@ const OTHER2: usize = 6;
 const OTHER34: usize = 7;
 
 /// Tokens per character of each class, fitted (weighted least squares on relative error) on
-/// 2 KiB chunks of the test corpora, exact counts from tiktoken.
+/// 2 KiB chunks of the test corpora as they were then, exact counts from tiktoken. The English
+/// and code corpora have since been rebuilt from this project's own text; the weights were not
+/// refitted (model-only error on the current corpora: `ESTIMATION.md`).
 const O200K_WEIGHTS: [f64; CLASSES] = [0.205, 0.949, 0.512, 0.071, 0.772, 0.747, 0.368, 2.397];
 const CL100K_WEIGHTS: [f64; CLASSES] = [0.204, 0.977, 0.508, 0.077, 0.740, 1.098, 0.722, 2.775];
 

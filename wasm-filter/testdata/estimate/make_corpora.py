@@ -1,28 +1,68 @@
 #!/usr/bin/env python3
-"""Builds the token-estimation test corpora in this directory (run once; outputs are committed).
+"""Builds the token-estimation test corpora in this directory (outputs are committed).
 
-Deterministic (fixed seeds). Sources, all local, no downloads:
-  english.txt  prose of the Python Language Reference (pydoc_data/topics.py of CPython 3.13,
-               PSF License), cut at a paragraph boundary.
-  code.txt     Rust source of this repository's ratelimit-service (snapshot) followed by
-               CPython 3.13's textwrap.py and heapq.py (PSF License).
+Every input belongs to this project; no text or code of other projects is used. Deterministic
+(fixed seeds, frozen inputs), so running it again rewrites the same bytes.
+
+  english.txt  the project's own English prose, frozen in src/:
+                 docs_design.txt      the design brief shared by the project's engineers (DESIGN.md);
+                 docs_readme.txt      README.md;
+                 english_extra.txt    an operator's guide to rate limiting LLM traffic, written
+                                      for this corpus;
+                 docs_mock_provider.txt  tests/mock-provider/README.md;
+                 docs_estimation.txt  wasm-filter/ESTIMATION.md;
+                 docs_rustdoc.txt     the `//!` and `///` doc comments of the repository's Rust
+                                      sources (paragraphs of six words or more, first 32 KiB);
+               in that order, cut at a paragraph boundary at 64 KiB. The docs_*.txt files are a
+               snapshot (markdown code blocks and tables dropped, heading marks removed) taken by
+               `make_corpora.py snapshot`; the corpus does not follow later edits of the docs
+               unless someone runs that on purpose and re-checks the numbers in ESTIMATION.md.
+  code.txt     source of this repository at commit CODE_COMMIT (read with `git show`, so later
+               edits do not change the corpus): the Rust files in CODE_RUST, from
+               ratelimit-service, tests/mock-provider and wasm-filter/src (cut at 40 KiB), then
+               the end-to-end tests in CODE_PYTHON, from tests/e2e (cut at 24 KiB).
   json.txt     synthetic JSON (orders, issues, tool-call transcripts), pretty and compact.
   cjk.txt      Chinese, Japanese and Korean sections; sentences of src/cjk_*.txt (written for
                this project) shuffled, so windows are not periodic.
   mixed.txt    a long RAG-style chat prompt: English instructions, code fences, JSON, service
                logs, CJK paragraphs, German/French/Spanish/Russian/Greek/Polish paragraphs
                (src/european.txt, written for this project), markdown tables and emoji, in chunks of random size.
+
+Usage: `python3 make_corpora.py` (build the corpora from the frozen inputs);
+`python3 make_corpora.py snapshot` (re-extract src/docs_*.txt from the working tree and
+$DESIGN_MD, default /work/shared/DESIGN.md; then rebuild and update ESTIMATION.md's numbers).
 """
 import json
 import os
 import random
 import re
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-PYLIB = os.environ.get("PYLIB", "/root/.pyenv/versions/3.13.0/lib/python3.13")
+DESIGN_MD = os.environ.get("DESIGN_MD", "/work/shared/DESIGN.md")
 KIB = 1024
+
+# The repository state code.txt is cut from.
+CODE_COMMIT = "e6888bdd66073eb4179c22e8d43f019276534685"
+CODE_RUST = ["ratelimit-service/src/window.rs", "tests/mock-provider/src/tokens.rs",
+             "wasm-filter/src/translate/sse.rs", "ratelimit-service/src/keys.rs",
+             "wasm-filter/src/health.rs", "tests/mock-provider/src/faults.rs",
+             "ratelimit-service/src/store/memory.rs"]
+CODE_PYTHON = ["tests/e2e/test_limits.py", "tests/e2e/test_reload.py",
+               "tests/e2e/test_redis.py", "tests/e2e/test_http.py"]
+
+# (snapshot file in src/, markdown source in the repository or None for DESIGN_MD).
+DOCS = [("docs_design.txt", None), ("docs_readme.txt", "README.md"),
+        ("docs_mock_provider.txt", "tests/mock-provider/README.md"),
+        ("docs_estimation.txt", "wasm-filter/ESTIMATION.md")]
+RUSTDOC = "docs_rustdoc.txt"
+# Order of the rustdoc snapshot: crate by crate, files sorted within each.
+RUSTDOC_ROOTS = ["wasm-filter/src/", "ratelimit-service/src/", "tests/mock-provider/src/",
+                 "wasm-filter/", "ratelimit-service/", "bench/", "proto/"]
+ENGLISH_ORDER = ["docs_design.txt", "docs_readme.txt", "english_extra.txt",
+                 "docs_mock_provider.txt", "docs_estimation.txt", RUSTDOC]
 
 
 def cut(text, limit, sep="\n\n"):
@@ -41,28 +81,74 @@ def write(name, text):
     print(f"{name}: {len(text.encode())} bytes", file=sys.stderr)
 
 
-def english():
-    sys.path.insert(0, PYLIB)
-    from pydoc_data.topics import topics  # noqa: E402
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
-    order = ["naming", "execmodel", "exceptions", "import", "compound", "customization",
-             "datamodel", "types", "context-managers", "specialnames", "calls", "with"]
-    parts = [topics[k] for k in order if k in topics]
-    return cut("\n\n".join(parts), 64 * KIB)
+
+# ---- snapshot of the project's prose (run on purpose only) ----
+
+def md_prose(text):
+    """Markdown without fenced code blocks and tables; headings become plain paragraphs."""
+    out, fence = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fence = not fence
+            continue
+        if fence or line.lstrip().startswith("|"):
+            continue
+        m = re.match(r"#+\s+(.*)", line)
+        if m:
+            out += ["", m.group(1), ""]
+            continue
+        out.append(line.rstrip())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip() + "\n"
+
+
+def doc_comment_paragraphs(text):
+    """Paragraphs of the `//!` / `///` comments of a Rust file (at least six words each)."""
+    blocks, cur = [], []
+    for line in text.splitlines():
+        m = re.match(r"\s*//[/!](?: (.*)|$)", line)
+        if m:
+            cur.append(m.group(1) or "")
+        elif cur:
+            blocks.append(cur)
+            cur = []
+    if cur:
+        blocks.append(cur)
+    return [p for b in blocks for p in md_prose("\n".join(b)).strip().split("\n\n")
+            if len(p.split()) >= 6]
+
+
+def snapshot():
+    for name, rel in DOCS:
+        path = DESIGN_MD if rel is None else os.path.join(REPO, rel)
+        write(os.path.join("src", name), md_prose(read(path)))
+    files = subprocess.run(["git", "-C", REPO, "ls-files", "*.rs"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    rank = lambda f: (next(i for i, r in enumerate(RUSTDOC_ROOTS + [""]) if f.startswith(r)), f)
+    paras = [p for f in sorted(files, key=rank)
+             for p in doc_comment_paragraphs(read(os.path.join(REPO, f)))]
+    write(os.path.join("src", RUSTDOC), cut("\n\n".join(paras) + "\n", 32 * KIB))
+
+
+# ---- corpora ----
+
+def english():
+    parts = [read(os.path.join(HERE, "src", name)).strip() for name in ENGLISH_ORDER]
+    return cut("\n\n".join(parts) + "\n", 64 * KIB)
+
+
+def at_commit(rel):
+    return subprocess.run(["git", "-C", REPO, "show", f"{CODE_COMMIT}:{rel}"], check=True,
+                          capture_output=True, text=True).stdout
 
 
 def code():
-    files = ["limiter.rs", "service.rs", "window.rs", "config/load.rs", "store/redis_cluster.rs"]
-    rust = ""
-    for f in files:
-        with open(os.path.join(REPO, "ratelimit-service", "src", f), encoding="utf-8") as fh:
-            rust += fh.read() + "\n"
-    rust = cut(rust, 40 * KIB, "\n}\n")
-    py = ""
-    for f in ["textwrap.py", "heapq.py"]:
-        with open(os.path.join(PYLIB, f), encoding="utf-8") as fh:
-            py += fh.read() + "\n"
-    return rust + "\n" + cut(py, 24 * KIB, "\n\n")
+    rust = cut("".join(at_commit(f) + "\n" for f in CODE_RUST), 40 * KIB, "\n}\n")
+    py = cut("".join(at_commit(f) + "\n" for f in CODE_PYTHON), 24 * KIB, "\n\n")
+    return rust + "\n" + py
 
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
@@ -206,6 +292,10 @@ def mixed_corpus(eng, src, js, cjk):
 
 
 def main():
+    if sys.argv[1:] == ["snapshot"]:
+        snapshot()
+    elif sys.argv[1:]:
+        sys.exit(__doc__)
     eng = english(); write("english.txt", eng)
     src = code(); write("code.txt", src)
     js = json_corpus(); write("json.txt", js)
