@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ratelimit_service::metrics::Metrics;
 use ratelimit_service::service::{FailureMode, State, system_clock};
 use ratelimit_service::store::AnyStore;
@@ -101,10 +104,16 @@ fn main() -> ExitCode {
 
 fn serve(args: RunArgs) -> ExitCode {
     init_logs(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one CPU (a 1-CPU container, or `taskset -c 0`) a current-thread runtime: the
+    // multi-thread scheduler's LIFO slot runs the connection task right after each call's task,
+    // so every response is flushed on its own instead of with the others ready at that moment.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
