@@ -8,11 +8,17 @@ test fails, the tail of every log is attached to the failure report.
 Envoy's bootstrap is the shipped rate-limit-only example (`envoy/ratelimit-only.yaml`) with its ports, rate-limit domain and
 timeout replaced, so the tests exercise the same wiring `make run` uses.
 
+The gateway (`gateway` factory fixture, `start_gateway`, module-scoped `shared_gateway` used
+through `demo_gateway`) is envoy/demo.yaml itself, rendered onto free ports (every replacement
+counted) with the built filter, its own ratelimit-service and three mock providers; see
+test_gateway*.py.
+
 Binaries, overridable through the environment (relative paths are taken from the repo root):
   RLS_BIN   target/release/ratelimit-service
   ENVOY     .venv/bin/envoy
   REDIS_SERVER  redis-server on PATH
   MOCK_PROVIDER_BIN  target/release/mock-provider (the `mock_provider` fixture, start_mock_provider)
+  WASM      target/wasm32-wasip1/release/llm_gateway_filter.wasm (the gateway)
 """
 
 from __future__ import annotations
@@ -689,3 +695,240 @@ def mock_provider(request, tmp_path) -> Iterable[Callable[..., MockProvider]]:
     finally:
         if own:
             h.stop_all()
+
+
+# --------------------------------------------------------------------------------------------
+# the gateway: envoy/demo.yaml (wasm filter, buffer, rate limits, routes by filter state,
+# credential injection) rendered onto free ports, with its mocks and ratelimit-service
+
+DEMO_GATEWAY = REPO / "envoy" / "demo.yaml"
+DEMO_SECRETS = REPO / "envoy" / "secrets"
+WASM_FILTER = _repo_path("WASM", "target/wasm32-wasip1/release/llm_gateway_filter.wasm")
+WASM_REL = "target/wasm32-wasip1/release/llm_gateway_filter.wasm"
+GATEWAY_DEPLOYMENTS = ("openai-a", "openai-b", "anthropic")  # demo.yaml's clusters, ports 11001-11003
+GATEWAY_DEMO_PORTS = {"openai-a": 11001, "openai-b": 11002, "anthropic": 11003}
+MOCK_OPENAI_KEY = "sk-mock-openai"
+MOCK_ANTHROPIC_KEY = "sk-ant-mock"
+FREE_KEY = "sk-demo-free"
+PRO_KEY = "sk-demo-pro"
+
+# The inline plugin configuration: the block under `configuration: ... value: |`.
+_PLUGIN_BLOCK = re.compile(r"(?m)^(?P<head>( +)value: \|\n)(?P<body>(?:\2  .*\n)+)")
+
+
+def demo_plugin_config() -> str:
+    """The filter's plugin configuration as envoy/demo.yaml ships it (YAML text, dedented)."""
+    text = DEMO_GATEWAY.read_text()
+    found = list(_PLUGIN_BLOCK.finditer(text))
+    assert len(found) == 1, f"envoy/demo.yaml: expected 1 inline plugin configuration block, found {len(found)}"
+    return textwrap.dedent(found[0].group("body"))
+
+
+def render_gateway_config(*, listen_port: int, admin_port: int, rls_port: int, provider_ports: dict[str, int],
+                          secrets_dir: Path = DEMO_SECRETS, wasm: Path = WASM_FILTER,
+                          plugin_config: str | Callable[[str], str] | None = None) -> str:
+    """envoy/demo.yaml with every fixed port replaced, the .wasm and the secret files made absolute
+    (secrets from `secrets_dir`, e.g. a test's copy it can rotate), and optionally another inline
+    plugin configuration: a full YAML text, or a function of the shipped one (e.g. appending
+    `max_body_bytes: 1024`).
+
+    Each replaced pattern must occur exactly as often as expected, so a change of the demo that
+    the tests would silently stop following fails here instead."""
+    text = DEMO_GATEWAY.read_text()
+
+    def sub(pattern: str, repl: str, count: int) -> None:
+        nonlocal text
+        text, n = re.subn(pattern, lambda _m: repl, text)
+        assert n == count, f"envoy/demo.yaml: expected {count} match(es) of {pattern!r}, found {n}"
+
+    assert set(provider_ports) == set(GATEWAY_DEPLOYMENTS), provider_ports
+    sub(r"port_value: 9901\b", f"port_value: {admin_port}", 1)
+    sub(r"port_value: 10000\b", f"port_value: {listen_port}", 1)
+    sub(r"port_value: 8081\b", f"port_value: {rls_port}", 1)
+    for name, demo_port in GATEWAY_DEMO_PORTS.items():
+        sub(rf"port_value: {demo_port}\b", f"port_value: {provider_ports[name]}", 1)
+    assert text.count("port_value:") == 6, "envoy/demo.yaml has a socket address the tests do not know about"
+    sub(rf"filename: {re.escape(WASM_REL)}\}}", f"filename: {wasm}}}", 1)
+    sub(r"path: envoy/secrets/openai\.yaml\}", f"path: {secrets_dir / 'openai.yaml'}}}", 2)
+    sub(r"path: envoy/secrets/anthropic\.yaml\}", f"path: {secrets_dir / 'anthropic.yaml'}}}", 1)
+    assert not re.search(r"(path|filename): (?!/)", text), "a relative path is left in the rendered config"
+    if plugin_config is not None:
+        new = plugin_config(demo_plugin_config()) if callable(plugin_config) else plugin_config
+        found = list(_PLUGIN_BLOCK.finditer(text))
+        assert len(found) == 1, f"envoy/demo.yaml: expected 1 inline plugin configuration block, found {len(found)}"
+        m = found[0]
+        indent = " " * (len(m.group(2)) + 2)
+        body = "".join(indent + line + "\n" if line.strip() else "\n" for line in dedent(new).splitlines())
+        text = text[:m.start("body")] + body + text[m.end("body"):]
+    return text
+
+
+@dataclass
+class Gateway:
+    """The demo gateway of `make run`, on free ports: Envoy (envoy/demo.yaml + the built filter),
+    ratelimit-service (memory store) and the three mock providers."""
+    harness: Harness
+    proc: Proc
+    port: int
+    admin_port: int
+    config_path: Path
+    secrets_dir: Path
+    service: Service
+    mocks: dict[str, MockProvider]
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def post(self, path: str, body: object = None, *, key: str | None = PRO_KEY, headers: dict[str, str] | None = None,
+             data: bytes | str | None = None, timeout: float = 30, **kw) -> requests.Response:
+        """POST `body` (JSON) or raw `data` to the gateway; `key` as `Authorization: Bearer` (None: no key)."""
+        h = {"content-type": "application/json"}
+        if key is not None:
+            h["authorization"] = f"Bearer {key}"
+        h.update(headers or {})
+        if data is None:
+            data = json.dumps(body)
+        return self.session.post(self.url + path, data=data, headers=h, timeout=timeout, **kw)
+
+    def chat(self, model: str = "gpt-4o-mini", *, key: str | None = PRO_KEY, content: str = "hi",
+             headers: dict[str, str] | None = None, **fields) -> requests.Response:
+        """POST /v1/chat/completions with one user message; extra body fields as keywords."""
+        body = {"model": model, "messages": [{"role": "user", "content": content}], **fields}
+        return self.post("/v1/chat/completions", body, key=key, headers=headers)
+
+    def get(self, path: str, *, key: str | None = PRO_KEY, headers: dict[str, str] | None = None) -> requests.Response:
+        h = {"authorization": f"Bearer {key}"} if key is not None else {}
+        h.update(headers or {})
+        return self.session.get(self.url + path, headers=h, timeout=30)
+
+    def stats(self, filter_re: str = "") -> dict[str, int]:
+        r = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": filter_re}, timeout=5)
+        r.raise_for_status()
+        out = {}
+        for line in r.text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name] = int(value)
+        return out
+
+    def upstream_requests(self, deployment: str) -> list[dict]:
+        """What the mock behind `deployment` received (its /_mock/requests)."""
+        return self.mocks[deployment].requests()
+
+    def clear_mocks(self) -> None:
+        for m in self.mocks.values():
+            m.clear_requests()
+            m.clear_faults()
+
+    def rotate_secret(self, name: str, secret_name: str, value: str) -> None:
+        """Replaces `<secrets_dir>/<name>.yaml` atomically (temp file + rename) with a new value."""
+        write_atomic(self.secrets_dir / f"{name}.yaml", secret_file(secret_name, value))
+
+
+def secret_file(secret_name: str, value: str) -> str:
+    """An SDS file with one generic secret, as envoy/secrets/*.yaml."""
+    return ("resources:\n"
+            "- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n"
+            f"  name: {secret_name}\n"
+            "  generic_secret:\n"
+            "    secret:\n"
+            f"      inline_string: {json.dumps(value)}\n")
+
+
+def start_gateway(harness: Harness, *, limits: Path | None = None,
+                  plugin_config: str | Callable[[str], str] | None = None, mock_keys: bool = True,
+                  wait: bool = True, validate: bool = False) -> Gateway:
+    """Starts the three mocks (openai-a, openai-b, anthropic; with the demo's keys unless
+    mock_keys=False, then they accept any key), ratelimit-service (memory store, `limits`,
+    default envoy/ratelimit/demo.yaml) and Envoy with envoy/demo.yaml rendered onto free ports,
+    its secrets copied into the test's temp dir (`Gateway.rotate_secret`). validate=True: the
+    rendered config is checked with `envoy --mode validate` first (seconds: V8 compiles the
+    filter; the shared gateway and test_gateway.py's render test do it). wait=False: Envoy is
+    started but not waited for (a config the filter must reject)."""
+    for what, path in (("mock-provider binary", MOCK_PROVIDER_BIN), ("filter", WASM_FILTER)):
+        if not Path(path).exists():
+            pytest.fail(f"{what} not found at {path}: run `make build`")
+    mocks = {}
+    for name in GATEWAY_DEPLOYMENTS:
+        keys = {"openai_key": MOCK_OPENAI_KEY, "anthropic_key": MOCK_ANTHROPIC_KEY} if mock_keys else {}
+        mocks[name] = start_mock_provider(harness, name, **keys)
+    svc = harness.service(limits or DEMO_LIMITS)
+    secrets = harness.tmp / "secrets"
+    secrets.mkdir(exist_ok=True)
+    for f in DEMO_SECRETS.glob("*.yaml"):
+        shutil.copy(f, secrets / f.name)
+    listen, admin = free_port(), free_port()
+    cfg = harness.tmp / f"gateway-{listen}.yaml"
+    cfg.write_text(render_gateway_config(listen_port=listen, admin_port=admin, rls_port=svc.grpc_port,
+                                         provider_ports={n: m.port for n, m in mocks.items()},
+                                         secrets_dir=secrets, plugin_config=plugin_config))
+    if validate:
+        v = envoy_validate(cfg)
+        assert v.returncode == 0, f"rendered gateway config does not validate:\n{v.stdout}\n{v.stderr}"
+    proc = harness.spawn(f"envoy-gateway-{listen}", [ENVOY_BIN, "-c", cfg, "-l", "warning", "--disable-hot-restart",
+                                                     "--concurrency", "1"])
+    gw = Gateway(harness, proc, listen, admin, cfg, secrets, svc, mocks)
+    if wait:
+        def ready():
+            proc.check_alive()
+            r = requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1)
+            return r.status_code == 200 and tcp_open(listen)
+
+        wait_until(ready, START_TIMEOUT * 2, what=f"gateway envoy (listener {listen}, admin {admin})")
+    return gw
+
+
+@pytest.fixture
+def gateway(harness) -> Callable[..., Gateway]:
+    """Factory fixture: `gateway(limits=..., plugin_config=..., mock_keys=...)` starts a gateway
+    (see start_gateway) in this test's harness; everything stops when the test ends."""
+    return lambda **kw: start_gateway(harness, **kw)
+
+
+def demo_limits(harness: Harness, *, pro_requests: int | None = None, pro_tokens: int | None = None,
+                name: str = "limits.yaml") -> Path:
+    """A copy of envoy/ratelimit/demo.yaml in the test's temp dir with demo-pro's per-minute
+    request and/or token limit replaced (for tests that need room: hundreds of requests, a huge prompt)."""
+    text = DEMO_LIMITS.read_text()
+
+    def sub(pattern: str, repl: str) -> None:
+        nonlocal text
+        text, n = re.subn(pattern, repl, text)
+        assert n == 1, f"envoy/ratelimit/demo.yaml: expected 1 match of {pattern!r}, found {n}"
+
+    if pro_requests is not None:
+        sub(r"(value: demo-pro\n    rate_limit: \{unit: minute, requests_per_unit: )600\}", rf"\g<1>{pro_requests}}}")
+    if pro_tokens is not None:
+        sub(r"(requests_per_unit: )100000(, kind: tokens\})", rf"\g<1>{pro_tokens}\2")
+    p = harness.tmp / name
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory) -> Iterable[Gateway]:
+    """One demo gateway (demo limits, demo keys) for a whole test module: for tests that change
+    no lasting state (no circuits opened, demo-free not exhausted, secrets not rotated). Use it
+    through `demo_gateway`, which resets the mocks and attaches the logs to a failure."""
+    for what, path in (("ratelimit-service binary", RLS_BIN), ("envoy binary", ENVOY_BIN)):
+        if not Path(path).exists():
+            pytest.fail(f"{what} not found at {path}: run `make build deps` (or set RLS_BIN / ENVOY)")
+    h = Harness(tmp_path_factory.mktemp("gateway"))
+    try:
+        try:
+            gw = start_gateway(h, validate=True)
+        except Exception as e:  # noqa: BLE001 - show the process logs with the failure
+            pytest.fail(f"the shared gateway did not start: {e!r}\n{h.report()}")
+        yield gw
+    finally:
+        h.stop_all()
+
+
+@pytest.fixture
+def demo_gateway(request, shared_gateway) -> Gateway:
+    """The module's shared gateway with its mocks' request logs and fault queues cleared."""
+    request.node.stash[_HARNESS] = shared_gateway.harness
+    shared_gateway.clear_mocks()
+    return shared_gateway

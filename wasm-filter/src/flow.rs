@@ -408,6 +408,17 @@ pub fn on_response_headers(
     }
 }
 
+/// A reply Envoy made instead of the provider's, after the body step (the rate limit's 429): the
+/// gateway's own OpenAI-shaped answer. It is passed through untranslated (translating it as if
+/// the provider had sent it garbles it) and names no deployment, since none answered.
+pub fn on_local_reply_headers() -> ResponseStep {
+    ResponseStep {
+        remove: Vec::new(),
+        set: Vec::new(),
+        body: ResponseBody::PassThrough,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
@@ -704,5 +715,9 @@ models:
         .unwrap();
         let step = on_response_headers(&c, &same, 200, Some("application/json"), "3", 0);
         assert!(matches!(step.body, ResponseBody::PassThrough));
+
+        let local = on_local_reply_headers();
+        assert!(matches!(local.body, ResponseBody::PassThrough));
+        assert!(local.set.is_empty() && local.remove.is_empty());
     }
 }

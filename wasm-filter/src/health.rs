@@ -51,6 +51,19 @@ impl Circuit {
     }
 }
 
+/// Whether a response tells anything about the deployment, from Envoy's
+/// `response.code_details`. Answers of the upstream (`via_upstream`) and Envoy's own failures to
+/// get one (`upstream_reset_before_response_started{…}`, `upstream_response_timeout`,
+/// `no_healthy_upstream`, …) do. Local replies of the filters before the router do not: a tenant
+/// over its own rate limit (`request_rate_limited`) must not open the provider's circuit for
+/// every tenant. Unknown details (the property unreadable) count, as before.
+pub fn is_provider_outcome(code_details: Option<&str>) -> bool {
+    match code_details {
+        None | Some("") => true,
+        Some(d) => d == "via_upstream" || d.contains("upstream"),
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 fn key(deployment: &str) -> String {
     format!("llm-gateway.circuit.{deployment}")
@@ -86,6 +99,28 @@ pub fn record(deployment: &str, status: u16, now_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_provider_outcomes_count() {
+        for d in [
+            "via_upstream",
+            "upstream_reset_before_response_started{connection_termination}",
+            "upstream_response_timeout",
+            "upstream_per_try_timeout",
+            "no_healthy_upstream",
+        ] {
+            assert!(is_provider_outcome(Some(d)), "{d}");
+        }
+        for d in [
+            "request_rate_limited",
+            "rate_limiter_error",
+            "direct_response",
+            "request_payload_too_large",
+        ] {
+            assert!(!is_provider_outcome(Some(d)), "{d}");
+        }
+        assert!(is_provider_outcome(None));
+    }
 
     #[test]
     fn opens_after_consecutive_failures_and_closes_after_the_cool_down() {

@@ -251,15 +251,24 @@ impl HttpContext for Request {
             .unwrap_or(0);
         let content_type = self.get_http_response_header("content-type");
         let now = self.now();
-        health::record(&routed.deployment, status, now.as_millis() as u64);
-        let step = flow::on_response_headers(
-            &config,
-            routed,
-            status,
-            content_type.as_deref(),
-            &format!("{}{}", now.as_millis(), self.id),
-            now.as_secs(),
-        );
+        // Only what the provider (or Envoy trying to reach it) answered counts for its health
+        // and is translated: not the rate limit's 429 for a tenant over its own limit.
+        let details = self
+            .get_property(vec!["response", "code_details"])
+            .and_then(|b| String::from_utf8(b).ok());
+        let step = if health::is_provider_outcome(details.as_deref()) {
+            health::record(&routed.deployment, status, now.as_millis() as u64);
+            flow::on_response_headers(
+                &config,
+                routed,
+                status,
+                content_type.as_deref(),
+                &format!("{}{}", now.as_millis(), self.id),
+                now.as_secs(),
+            )
+        } else {
+            flow::on_local_reply_headers()
+        };
         for h in step.remove {
             self.set_http_response_header(h, None);
         }
