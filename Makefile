@@ -34,7 +34,7 @@ lint: ## rustfmt check, clippy (workspace, and wasm-filter for wasm32-wasip1) wi
 unit-test: ## cargo test --workspace
 	$(CARGO) test --workspace
 
-validate-envoy: deps ## envoy --mode validate for every envoy/*.yaml (production example's mounts faked)
+validate-envoy: deps build ## envoy --mode validate for every envoy/*.yaml (production example's mounts faked)
 	@scripts/validate-envoy.sh
 
 e2e: deps build ## end-to-end suite (real Envoy, Redis, service): pytest tests/e2e
