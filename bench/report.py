@@ -182,6 +182,192 @@ def main(src, dst):
             "; ".join(notes),
         ])
 
+    # ------------------------------------------------------------ d, e, f: the gateway
+    gmeta = next((r for r in recs if r["kind"] == "gw-meta"), {})
+    prompts = {r["name"]: r for r in recs if r["kind"] == "prompt"}
+
+    def gw_decisions(r):
+        before, after = r["stats_before"], r["stats_after"]
+        out = {}
+        for k, v in after.items():
+            m = k.split(".")
+            if len(m) == 4 and m[0] == "cluster" and m[2] == "ratelimit":
+                out[m[3]] = out.get(m[3], 0) + v - before.get(k, 0)
+        return out
+
+    def gw_notes(r, svc_name=True):
+        ld, t = r["load"], r["ticks"]
+        n = ld["requests"] + ld["errors"]
+        notes = [f"Envoy CPU {cpu_us(t['envoy'], n):.0f} µs/req"]
+        if r["variant"] == "gateway" and "svc" in t:
+            d = gw_decisions(r)
+            notes.append(f"RLS decisions {d.get('ok', 0) + d.get('over_limit', 0):,} "
+                         f"(over limit {d.get('over_limit', 0):,}), RLS errors {d.get('error', 0):,} "
+                         f"(failure_mode_allowed {d.get('failure_mode_allowed', 0):,})")
+        if t.get("redis") is not None and r["variant"] == "gateway":
+            notes.append(f"Redis CPU {cpu_us(t['redis'], n):.1f} µs/req")
+        notes.append(f"mock CPU {cpu_us(t['mock'], n):.0f} µs/req")
+        if ld.get("client_cpu_us_per_req") is not None:
+            notes.append(f"gw-load CPU {ld['client_cpu_us_per_req']:.0f} µs/req")
+        bad = ld["non2xx"] + ld["errors"]
+        notes.append(f"non-2xx/errors {bad:,}" + (f" (first: {ld['first_error']})" if ld["first_error"] else ""))
+        if ld["mode"] == "open" and ld.get("waited_for_conn"):
+            notes.append(f"{ld['waited_for_conn']} waited for a free connection")
+        # At a fixed 500/s the per-core tick counts of /proc/stat undercount short bursts; the
+        # processes' own CPU times (precise) say how much of the SUT core the gateway used.
+        ours = t["envoy"] + (t.get("svc") or 0)
+        secs = ld["duration_s"] or 1
+        if ld["mode"] == "open" or ld["connections"] == 1:
+            notes.append(f"Envoy{' + svc' if t.get('svc') else ''} used {ours / hz / secs * 100:.0f}% of core{sut}")
+        notes.append(busy(r, ours))
+        if bad:
+            warnings.append(f"{r['id']}: {bad} requests failed or were not 2xx")
+        return notes
+
+    def svc_us(r):
+        t = r["ticks"]
+        if r["variant"] != "gateway" or t.get("svc") is None:
+            return "–"
+        d = gw_decisions(r)
+        x = cpu_us(t["svc"], d.get("ok", 0) + d.get("over_limit", 0))
+        return "–" if x is None else f"{x:.1f}"
+
+    def delta_us(a, b):
+        x = a - b
+        return f"{'+' if x >= 0 else '−'}{fmt_us(abs(x))}"
+
+    rate = gmeta.get("rate", 500)
+    for n in (100, 1000, 10000):
+        base = by_id.get(f"d-plain-{n}")
+        for variant in ("plain", "gateway"):
+            r = by_id.get(f"d-{variant}-{n}")
+            if not r:
+                continue
+            ld = r["load"]
+            vs = "baseline"
+            if variant == "gateway" and base:
+                bl = base["load"]
+                vs = (f"p50 {delta_us(ld['p50_us'], bl['p50_us'])}, p99 {delta_us(ld['p99_us'], bl['p99_us'])}"
+                      f" vs d-plain-{n}")
+                if n == 1000:
+                    add = ld["p50_us"] - bl["p50_us"]
+                    verdicts.append(f"gateway adds < 1 ms p50 (1,000-token prompts, {rate:,.0f}/s): "
+                                    f"{delta_us(ld['p50_us'], bl['p50_us'])} {ok(add < 1000)}")
+            notes = gw_notes(r)
+            p = prompts.get(f"chat-{n}")
+            if p and variant == "gateway":
+                notes.insert(0, f"filter's estimate {p['estimate']:,} tokens (native: estimate "
+                                f"{p['native_estimate_us']:.0f} µs, whole body step {p['native_body_step_us']:.0f} µs)")
+            rows.append([
+                r["id"],
+                (f"plain Envoy → mock, {n:,}-token chat, open loop {ld['rate']:,.0f}/s" if variant == "plain" else
+                 f"gateway (wasm + buffer + ratelimit → service, memory) → mock, {n:,}-token chat, "
+                 f"open loop {ld['rate']:,.0f}/s"),
+                f"envoy{'' if variant == 'plain' else ' + svc'} core{sut}; gw-load + mock core{aux}",
+                fmt_int(ld["rps"]),
+                fmt_us(ld["p50_us"]),
+                fmt_us(ld["p99_us"]),
+                svc_us(r),
+                vs,
+                "; ".join(notes),
+            ])
+
+    base_e = None
+    e_cpu = {}
+    for variant in ("plain", "norl", "gateway"):
+        r = by_id.get(f"e-{variant}")
+        if not r:
+            continue
+        ld = r["load"]
+        e_cpu[variant] = cpu_us(r["ticks"]["envoy"], ld["requests"] + ld["errors"])
+        if variant == "plain":
+            base_e = ld["rps"]
+            vs = "baseline"
+            s = r["sut"]
+            if s["total"] and s["busy"] / s["total"] < 0.9:
+                warnings.append(f"e-plain: core{sut} was only {s['busy'] / s['total'] * 100:.0f}% busy: the "
+                                f"baseline was limited by core{aux} (load generator + mock), so the ratio "
+                                "flatters the gateway")
+        else:
+            ratio = ld["rps"] / base_e if base_e else None
+            vs = fmt_ratio(ratio) + " of e-plain"
+            if ratio is not None and variant == "gateway":
+                verdicts.append(f"gateway keeps ≥ 35% of plain Envoy's req/s (Redis store, 1,000-token "
+                                f"prompts): {ratio * 100:.0f}% {ok(ratio >= 0.35)}")
+        notes = gw_notes(r)
+        if variant == "gateway" and all(e_cpu.get(v) is not None for v in ("plain", "norl", "gateway")):
+            notes.insert(0, f"Envoy CPU per request: plain proxying {e_cpu['plain']:.0f} µs + wasm filter "
+                            f"(and buffer) {e_cpu['norl'] - e_cpu['plain']:.0f} µs + rate-limit filter "
+                            f"{e_cpu['gateway'] - e_cpu['norl']:.0f} µs (e-plain, e-norl)")
+        what = {
+            "plain": "plain Envoy → mock",
+            "norl": "gateway without its rate-limit filter (wasm + buffer) → mock",
+            "gateway": "gateway (wasm + buffer + ratelimit → service, Redis) → mock",
+        }[variant]
+        rows.append([
+            r["id"],
+            f"{what}, 1,000-token chat, closed loop, {ld['connections']} conns",
+            f"envoy{' + svc' if variant == 'gateway' else ''} core{sut}; gw-load + mock + redis core{aux}",
+            fmt_int(ld["rps"]),
+            fmt_us(ld["p50_us"]),
+            fmt_us(ld["p99_us"]),
+            svc_us(r),
+            vs,
+            "; ".join(notes),
+        ])
+
+    for n in (1000, 10000, 100000):
+        runs = {}
+        for body in ("chat", "shadow"):
+            for variant in ("plain", "gateway"):
+                r = by_id.get(f"f-{variant}-{body}-{n}")
+                if not r:
+                    continue
+                runs[(variant, body)] = r["load"]["p50_us"]
+                ld = r["load"]
+                vs = "–"
+                if variant == "gateway" and ("plain", body) in runs:
+                    vs = f"p50 {delta_us(ld['p50_us'], runs[('plain', body)])} vs f-plain-{body}-{n}"
+                rows.append([
+                    r["id"],
+                    ("plain Envoy → mock" if variant == "plain" else
+                     "gateway without its rate-limit filter (wasm + buffer) → mock")
+                    + f", {body}-{n} ({'the text as the prompt' if body == 'chat' else 'the same text in `user`, not estimated'}), 1 in flight",
+                    f"envoy core{sut}; gw-load + mock core{aux}",
+                    fmt_int(ld["rps"]),
+                    fmt_us(ld["p50_us"]),
+                    fmt_us(ld["p99_us"]),
+                    "–",
+                    vs,
+                    "; ".join(gw_notes(r)),
+                ])
+        p = prompts.get(f"chat-{n}")
+        if len(runs) == 4 and p:
+            inside = ((runs[("gateway", "chat")] - runs[("gateway", "shadow")])
+                      - (runs[("plain", "chat")] - runs[("plain", "shadow")]))
+            tokens = p["text_tokens"]
+            native = p["native_estimate_us"]
+            envoy_tps = tokens / inside * 1e6 if inside > 0 else None
+            native_tps = tokens / native * 1e6 if native > 0 else None
+            ratio = envoy_tps / native_tps if envoy_tps and native_tps else None
+            rows.append([
+                f"f-estimate-{n}",
+                f"estimating {tokens:,} prompt tokens (filter's estimate {p['estimate']:,}) inside Envoy's V8 "
+                "= (gateway chat − gateway shadow) − (plain chat − plain shadow), p50s",
+                f"envoy core{sut}",
+                "–" if envoy_tps is None else f"{envoy_tps / 1e6:.1f} M tokens/s",
+                fmt_us(inside) if inside > 0 else f"{inside:.0f} µs",
+                "–",
+                "–",
+                ("–" if ratio is None else f"{ratio:.2f}× native ({native_tps / 1e6:.1f} M tokens/s)"),
+                f"native (same body, core{sut}): estimate {native:.0f} µs, whole body step (parse, estimate, "
+                f"re-serialize) {p['native_body_step_us']:.0f} µs; shadow body step "
+                f"{prompts.get(f'shadow-{n}', {}).get('native_body_step_us', 0):.0f} µs",
+            ])
+            if envoy_tps:
+                verdicts.append(f"estimator in Envoy ({tokens:,} tokens): {envoy_tps / 1e6:.1f} M tokens/s vs "
+                                f"{native_tps / 1e6:.1f} M native ({ratio:.2f}×)")
+
     head = ["id", "what", "pinning", "decisions or req /s", "p50", "p99", "service CPU µs/decision",
             "vs baseline", "notes"]
     lines = [
@@ -203,6 +389,18 @@ def main(src, dst):
             if share > 0.10:
                 warnings.insert(0, f"before the run, core{meta.get(core + '_core')} was "
                                 f"{share * 100:.0f}% busy with other processes")
+    if prompts:
+        lines += ["", "Gateway phases (d, e, f): envoy/demo.yaml rendered by bench/gateway.py, "
+                  f"{gmeta.get('keys', '?')} API keys drawn uniformly (tenants bench-<i>, limits never reached: "
+                  "bench/gateway-limits.yaml), one mock provider behind the three clusters; d "
+                  f"{gmeta.get('secs', '?')} s per row after {meta.get('warm')} s warm-up, f "
+                  f"{gmeta.get('est_secs', '?')} s per row; filter {gmeta.get('wasm_bytes', 0):,} bytes of wasm. "
+                  "Prompt bodies (OpenAI chat, gpt-4o-mini, one user message, max_tokens 16), sized with the "
+                  "filter's own o200k tokenizer: "
+                  + "; ".join(f"{p['name']}: {p['text_tokens']:,} tokens, {p['body_bytes']:,} bytes, "
+                              f"filter's estimate {p['estimate']:,}" for p in prompts.values()
+                              if p.get("body") == "prompt")
+                  + " (shadow-N: the same bytes, the text in the top-level `user` field, \"hi\" as the message)."]
     if verdicts:
         lines += ["", "Targets: " + "; ".join(verdicts) + "."]
     if warnings:

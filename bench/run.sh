@@ -15,12 +15,35 @@
 #   c. Through Envoy (--concurrency 1): Envoy AND the service share the SUT core (one gateway
 #      node), wrk (1 thread, 50 connections) and redis-server on the other core. (i) plain
 #      Envoy, (ii) + envoy.filters.http.ratelimit -> service (memory), (iii) same, Redis store.
+#   d, e, f. The gateway (envoy/demo.yaml rendered by bench/gateway.py: wasm filter + buffer +
+#      rate-limit filter -> service, router -> ONE mock provider behind all three clusters) against
+#      plain Envoy (same listener, one route to the mock's cluster, only the router) proxying to
+#      the same mock. Both Envoys --concurrency 1 on the SUT core (with the service), the mock,
+#      gw-load (bench/src/gw_load.rs) and Redis on the other core. Chat bodies of 100, 1,000,
+#      10,000 (and 100,000) prompt tokens, sized with the filter's own tokenizer and built once
+#      per run by the gateway-prompts example (bench/examples/gateway_prompts.rs), which also
+#      times the estimator natively on those bodies. 1,000 API keys sk-bench-<i> (tenants
+#      bench-<i>, BENCH_GW_KEYS), drawn uniformly per request; limits bench/gateway-limits.yaml
+#      (nothing is ever rejected).
+#      d. Added latency: open loop at a constant BENCH_GW_RATE (500) requests/s, BENCH_GW_SECS
+#         (10) s per prompt size and Envoy after a warm-up; memory store. p50/p99 of both.
+#      e. Throughput at saturation: closed loop, BENCH_CONCURRENCY connections, 1,000-token
+#         prompts, Redis store; also the gateway without its rate-limit filter (e-norl), which
+#         splits the gateway's cost between the wasm filter and Envoy's rate-limit filter.
+#      f. The estimator inside Envoy's V8 (N = 1,000: exact BPE; 10,000 and 100,000: above
+#         32 KiB, the sampled estimator): latency (1 request in flight, BENCH_EST_SECS (4) s
+#         each) of chat-N and of shadow-N (the same text in the top-level `user` field, which
+#         the estimator does not read) through the gateway without its rate-limit filter and
+#         through plain Envoy; estimating N tokens in Envoy = (gateway chat - gateway shadow) -
+#         (plain chat - plain shadow), p50s (the mock's extra work on chat-N cancels out).
 #
 # Knobs (environment): BENCH_SECS (12) per measured phase, BENCH_WARM_SECS (2) warm-up before
 # each, BENCH_CONCURRENCY (50), BENCH_TENANTS (1000), BENCH_SUT_CORE (0), BENCH_AUX_CORE (1),
 # BENCH_IDLE_WAIT (20): before each phase, wait up to this many seconds for both cores to be
 # quiet (other builds/tests on the machine skew the numbers), RLS_BIN, LOAD_BIN, ENVOY,
-# BENCH_SKIP_BUILD=1, BENCH_ONLY="a b c" (a subset of the phases).
+# BENCH_SKIP_BUILD=1, BENCH_ONLY="a b c d e f" (a subset of the phases), BENCH_GW_RATE (500),
+# BENCH_GW_SECS (10), BENCH_GW_KEYS (1000), BENCH_EST_SECS (4), MOCK_BIN, GW_LOAD_BIN,
+# BENCH_PYTHON (.venv/bin/python: bench/gateway.py imports the e2e suite's renderer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,13 +53,23 @@ CONC=${BENCH_CONCURRENCY:-50}
 TENANTS=${BENCH_TENANTS:-1000}
 SUT=${BENCH_SUT_CORE:-0}
 AUX=${BENCH_AUX_CORE:-1}
-ONLY=${BENCH_ONLY:-a b c}
+ONLY=${BENCH_ONLY:-a b c d e f}
 IDLE_WAIT=${BENCH_IDLE_WAIT:-20}
 EXACT_LIMIT=100 # bench/ratelimit.yaml, key "exact"
 RLS_BIN=${RLS_BIN:-target/release/ratelimit-service}
 LOAD_BIN=${LOAD_BIN:-target/release/rls-load}
 ENVOY=${ENVOY:-.venv/bin/envoy}
 CONFIG=bench/ratelimit.yaml
+GW_RATE=${BENCH_GW_RATE:-500}
+GW_SECS=${BENCH_GW_SECS:-10}
+GW_KEYS=${BENCH_GW_KEYS:-1000}
+EST_SECS=${BENCH_EST_SECS:-4}
+MOCK_BIN=${MOCK_BIN:-target/release/mock-provider}
+GW_LOAD_BIN=${GW_LOAD_BIN:-target/release/gw-load}
+PROMPTS_BIN=target/release/examples/gateway-prompts
+PY=${BENCH_PYTHON:-.venv/bin/python}
+WASM=target/wasm32-wasip1/release/llm_gateway_filter.wasm
+GW_LIMITS=bench/gateway-limits.yaml
 LUA=ratelimit-service/src/store/check.lua
 OUT=bench/out
 LOGS=$OUT/logs
@@ -155,17 +188,34 @@ for tool in taskset redis-server redis-cli redis-benchmark python3 curl; do
 done
 if want c; then
     command -v wrk >/dev/null || die "wrk is missing (make deps, or apt-get install -y wrk)"
+fi
+GATEWAY=0
+if want d || want e || want f; then GATEWAY=1; fi
+if want c || [ "$GATEWAY" = 1 ]; then
     [ -x "$ENVOY" ] || die "$ENVOY is missing (make deps)"
+fi
+if [ "$GATEWAY" = 1 ]; then
+    [ -x "$PY" ] || die "$PY is missing (make deps)"
 fi
 mkdir -p "$LOGS"
 rm -f "$RECORDS" "$LOGS"/*.log
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     say "building (release)"
     cargo build --release -q -p ratelimit-service -p rls-bench
+    if [ "$GATEWAY" = 1 ]; then
+        cargo build --release -q -p mock-provider
+        cargo build --release -q -p rls-bench --example gateway-prompts
+        cargo build --release -q -p wasm-filter --target wasm32-wasip1
+    fi
 fi
 [ -x "$RLS_BIN" ] || die "$RLS_BIN missing"
 [ -x "$LOAD_BIN" ] || die "$LOAD_BIN missing"
 "$RLS_BIN" validate --config "$CONFIG" >/dev/null || die "$CONFIG is invalid"
+if [ "$GATEWAY" = 1 ]; then
+    for f in "$MOCK_BIN" "$GW_LOAD_BIN" "$PROMPTS_BIN"; do [ -x "$f" ] || die "$f missing"; done
+    [ -f "$WASM" ] || die "$WASM missing (make build)"
+    "$RLS_BIN" validate --config "$GW_LIMITS" >/dev/null || die "$GW_LIMITS is invalid"
+fi
 
 read -r REDIS_PORT GRPC_PORT HTTP_PORT GW_PORT UP_PORT ADMIN_PORT <<<"$(free_ports 6)"
 # Other processes on this machine skew every number: measure how busy the two cores are
@@ -234,8 +284,8 @@ fi
 taskset -apc "$AUX" "$REDIS_PID" >/dev/null
 redis-cli -p "$REDIS_PORT" SCRIPT FLUSH >/dev/null
 
-start_service() { # name store: on the SUT core
-    start_bg "$1" "$SUT" "$RLS_BIN" --config "$CONFIG" --grpc-addr "127.0.0.1:$GRPC_PORT" \
+start_service() { # name store [limits file]: on the SUT core
+    start_bg "$1" "$SUT" "$RLS_BIN" --config "${3:-$CONFIG}" --grpc-addr "127.0.0.1:$GRPC_PORT" \
         --http-addr "127.0.0.1:$HTTP_PORT" --store "$2" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
         --failure-mode open --log-format text
     SVC_PID=$LAST_PID
@@ -458,6 +508,172 @@ if want c; then
         stop_pid "$ENVOY_PID"
         [ -z "$SVC_PID" ] || stop_pid "$SVC_PID"
     done
+fi
+
+# ---------------------------------------------------------------- d, e, f. the gateway
+# Counters that tell whether the gateway really did its work: rate-limit decisions per route
+# cluster, upstream connections and retries, downstream statuses, the filter's own counters.
+gw_stats() { # admin port: JSON object
+    curl -sf "http://127.0.0.1:$1/stats" | awk -F': ' '
+        $2 ~ /^[0-9]+$/ && ($1 ~ /^cluster\.[^.]+\.ratelimit\.(ok|over_limit|error|failure_mode_allowed)$/ ||
+            $1 ~ /^cluster\.(openai-a|openai-b|anthropic|ratelimit)\.upstream_(cx_total|rq_total|rq_retry)$/ ||
+            $1 ~ /^http\.gateway\.downstream_rq_[2-5]xx$/ || $1 ~ /^wasmcustom\./) {
+            printf "%s\"%s\":%s", (n++ ? "," : ""), $1, $2 }' | sed 's/^/{/; s/$/}/'
+}
+gw_load() { # log, gw-load args...: on the other core, JSON on stdout
+    local log=$1
+    shift
+    timeout $((GW_SECS * 3 + SECS * 3 + 60)) taskset -c "$AUX" "$GW_LOAD_BIN" --keys "$GW_KEYS" \
+        "$@" 2>>"$LOGS/$log.log"
+}
+start_envoy() { # name kind listen admin: renders bench/gateway.py KIND, starts Envoy on the SUT core
+    local name=$1 kind=$2 listen=$3 admin=$4 cfg=$OUT/envoy-gw-$2.yaml
+    "$PY" bench/gateway.py "$kind" --listen "$listen" --admin "$admin" --rls "$GRPC_PORT" \
+        --mock "$MOCK_PORT" --keys "$GW_KEYS" --out "$cfg" || die "bench/gateway.py $kind failed"
+    start_bg "$name" "$SUT" "$ENVOY" -c "$cfg" --concurrency 1 --disable-hot-restart -l warning
+    ENVOY_PID=$LAST_PID
+    # The gateway's V8 compiles the filter and loads the tokenizers first: seconds.
+    wait_until 90 "$name" curl -sf "http://127.0.0.1:$admin/ready"
+    local code
+    code=$(curl -s -o "$LOGS/$name-probe.json" -w '%{http_code}' -H 'authorization: Bearer sk-bench-0' \
+        -H 'content-type: application/json' --data-binary "@$BODIES/chat-100.json" \
+        "http://127.0.0.1:$listen/v1/chat/completions")
+    [ "$code" = 200 ] || die "$name answered $code to a probe request (body: $LOGS/$name-probe.json)"
+}
+clear_mock() { curl -sf -X DELETE "http://127.0.0.1:$MOCK_PORT/_mock/requests" >/dev/null || true; }
+
+if [ "$GATEWAY" = 1 ]; then
+    read -r MOCK_PORT GWE_PORT GWE_ADMIN PLE_PORT PLE_ADMIN NRE_PORT NRE_ADMIN <<<"$(free_ports 7)"
+    BODIES=$OUT/bodies
+    rm -rf "$BODIES"
+    say "d-f. prompt bodies (sized with the filter's tokenizer) and the estimator natively, on core $SUT"
+    wait_quiet
+    taskset -c "$SUT" "$PROMPTS_BIN" --out "$BODIES" --sizes 100,1000,10000,100000 \
+        --shadow 1000,10000,100000 >"$LOGS/prompts.log" 2>&1 || die "gateway-prompts failed; see $LOGS/prompts.log"
+    while read -r line; do
+        record "$(printf '{"kind":"prompt","id":"prompt-%s",%s' "$(sed 's/.*"name":"\([^"]*\)".*/\1/' <<<"$line")" "${line#\{}")"
+    done <"$LOGS/prompts.log"
+    record "$(printf '{"kind":"gw-meta","rate":%s,"secs":%s,"keys":%s,"est_secs":%s,"wasm_bytes":%s}' \
+        "$GW_RATE" "$GW_SECS" "$GW_KEYS" "$EST_SECS" "$(stat -c %s "$WASM")")"
+    # The mock logs at warn only (a line per request would be its main cost); its request log
+    # (bodies included) is cleared after every run.
+    start_bg mock "$AUX" env RUST_LOG=warn NO_COLOR=1 "$MOCK_BIN" --listen "127.0.0.1:$MOCK_PORT" --name bench
+    MOCK_PID=$LAST_PID
+    wait_until 15 mock curl -sf "http://127.0.0.1:$MOCK_PORT/_mock/health"
+fi
+
+# One measured gateway run: snapshot CPU of the given pids and both cores around gw-load.
+# Sets RUN_JSON (gw-load's line), RUN_TICKS (per pid), RUN_SUT, RUN_AUX, RUN_ST0/1 (gw_stats).
+gw_run() { # id admin_port pids(comma) gw-load args...
+    local id=$1 admin=$2 pids
+    IFS=, read -r -a pids <<<"$3"
+    shift 3
+    snapshot "${pids[@]}"
+    local t0=("${SNAP_TICKS[@]}") s0=$SNAP_SUT x0=$SNAP_AUX
+    RUN_ST0=$(gw_stats "$admin")
+    RUN_JSON=$(gw_load "gw-$id" --label "$id" "$@") || die "gw-load failed; see $LOGS/gw-$id.log"
+    snapshot "${pids[@]}"
+    RUN_ST1=$(gw_stats "$admin")
+    local i out=()
+    for i in "${!pids[@]}"; do out+=("$((SNAP_TICKS[i] - t0[i]))"); done
+    RUN_TICKS=$(IFS=,; echo "${out[*]}")
+    RUN_SUT=$(core_delta "$s0" "$SNAP_SUT") RUN_AUX=$(core_delta "$x0" "$SNAP_AUX")
+    tail -1 "$LOGS/gw-$id.log" | sed 's/^/   /' >&2
+}
+
+if want d; then
+    start_service svc-d memory "$GW_LIMITS"
+    start_envoy envoy-d-gateway gateway "$GWE_PORT" "$GWE_ADMIN"
+    GW_PID=$ENVOY_PID
+    start_envoy envoy-d-plain plain "$PLE_PORT" "$PLE_ADMIN"
+    PL_PID=$ENVOY_PID
+    for n in 100 1000 10000; do
+        for variant in plain gateway; do
+            id=d-$variant-$n
+            if [ "$variant" = plain ]; then port=$PLE_PORT admin=$PLE_ADMIN epid=$PL_PID
+            else port=$GWE_PORT admin=$GWE_ADMIN epid=$GW_PID; fi
+            url="http://127.0.0.1:$port/v1/chat/completions"
+            say "d. $variant Envoy, $n-token prompts, open loop $GW_RATE/s: ${WARM}s warm-up, ${GW_SECS}s measured"
+            wait_quiet
+            gw_load "gw-$id" --url "$url" --body "$BODIES/chat-$n.json" --rate "$GW_RATE" \
+                --connections 32 --duration "$WARM" --label warmup >/dev/null
+            gw_run "$id" "$admin" "$epid,$SVC_PID,$MOCK_PID" --url "$url" --body "$BODIES/chat-$n.json" \
+                --rate "$GW_RATE" --connections 32 --duration "$GW_SECS"
+            alive "$epid" "envoy-d-$variant"
+            record "$(printf '{"kind":"gw-latency","id":"%s","variant":"%s","size":%s,"load":%s,"ticks":{"envoy":%s,"svc":%s,"mock":%s},"stats_before":%s,"stats_after":%s,"sut":%s,"aux":%s}' \
+                "$id" "$variant" "$n" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
+            clear_mock
+        done
+    done
+    stop_pid "$GW_PID"
+    stop_pid "$PL_PID"
+    stop_pid "$SVC_PID"
+fi
+
+if want e; then
+    start_service svc-e redis "$GW_LIMITS"
+    start_envoy envoy-e-gateway gateway "$GWE_PORT" "$GWE_ADMIN"
+    GW_PID=$ENVOY_PID
+    start_envoy envoy-e-norl gateway-norl "$NRE_PORT" "$NRE_ADMIN"
+    NR_PID=$ENVOY_PID
+    start_envoy envoy-e-plain plain "$PLE_PORT" "$PLE_ADMIN"
+    PL_PID=$ENVOY_PID
+    # norl: the gateway without its rate-limit filter, to split the gateway's cost between the
+    # wasm filter and Envoy's rate-limit filter.
+    for variant in plain norl gateway; do
+        id=e-$variant
+        case $variant in
+        plain) port=$PLE_PORT admin=$PLE_ADMIN epid=$PL_PID what="plain Envoy" ;;
+        norl) port=$NRE_PORT admin=$NRE_ADMIN epid=$NR_PID what="gateway without the rate-limit filter" ;;
+        *) port=$GWE_PORT admin=$GWE_ADMIN epid=$GW_PID what="gateway (+ service, Redis store)" ;;
+        esac
+        url="http://127.0.0.1:$port/v1/chat/completions"
+        say "e. $what, 1000-token prompts, closed loop, $CONC connections: ${WARM}s warm-up, ${SECS}s measured"
+        wait_quiet
+        gw_load "gw-$id" --url "$url" --body "$BODIES/chat-1000.json" --connections "$CONC" \
+            --duration "$WARM" --label warmup >/dev/null
+        gw_run "$id" "$admin" "$epid,$SVC_PID,$MOCK_PID,$REDIS_PID" --url "$url" \
+            --body "$BODIES/chat-1000.json" --connections "$CONC" --duration "$SECS"
+        alive "$epid" "envoy-e-$variant"
+        record "$(printf '{"kind":"gw-throughput","id":"%s","variant":"%s","size":1000,"load":%s,"ticks":{"envoy":%s,"svc":%s,"mock":%s,"redis":%s},"stats_before":%s,"stats_after":%s,"sut":%s,"aux":%s}' \
+            "$id" "$variant" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
+        clear_mock
+    done
+    stop_pid "$GW_PID"
+    stop_pid "$NR_PID"
+    stop_pid "$PL_PID"
+    stop_pid "$SVC_PID"
+fi
+
+if want f; then
+    start_envoy envoy-f-gateway gateway-norl "$GWE_PORT" "$GWE_ADMIN"
+    GW_PID=$ENVOY_PID
+    start_envoy envoy-f-plain plain "$PLE_PORT" "$PLE_ADMIN"
+    PL_PID=$ENVOY_PID
+    for n in 1000 10000 100000; do
+        for body in chat shadow; do
+            for variant in plain gateway; do
+                id=f-$variant-$body-$n
+                if [ "$variant" = plain ]; then port=$PLE_PORT admin=$PLE_ADMIN epid=$PL_PID
+                else port=$GWE_PORT admin=$GWE_ADMIN epid=$GW_PID; fi
+                url="http://127.0.0.1:$port/v1/chat/completions"
+                what=$variant
+                [ "$variant" = plain ] || what="gateway without the rate-limit filter"
+                say "f. $what, $body-$n, 1 in flight: 1s warm-up, ${EST_SECS}s measured"
+                wait_quiet
+                gw_load "gw-$id" --url "$url" --body "$BODIES/$body-$n.json" --connections 1 \
+                    --duration 1 --label warmup >/dev/null
+                gw_run "$id" "$admin" "$epid,$MOCK_PID" --url "$url" --body "$BODIES/$body-$n.json" \
+                    --connections 1 --duration "$EST_SECS"
+                alive "$epid" "envoy-f-$variant"
+                record "$(printf '{"kind":"gw-estimate","id":"%s","variant":"%s","body":"%s","size":%s,"load":%s,"ticks":{"envoy":%s,"mock":%s},"stats_before":%s,"stats_after":%s,"sut":%s,"aux":%s}' \
+                    "$id" "$variant" "$body" "$n" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
+                clear_mock
+            done
+        done
+    done
+    stop_pid "$GW_PID"
+    stop_pid "$PL_PID"
 fi
 
 cleanup
