@@ -160,8 +160,8 @@ pub struct Routed {
     pub route: String,
     pub deployment: String,
     pub provider: Provider,
-    /// The new request body.
-    pub body: Vec<u8>,
+    /// The new request body, or `None` when the client's body goes upstream unchanged.
+    pub body: Option<Vec<u8>>,
     /// Tokens to reserve (filter state `wasm.llm_estimate`, the token limits' hits_addend).
     pub estimate: u64,
     pub response: ResponseShape,
@@ -238,17 +238,21 @@ pub fn on_request_body(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let (upstream, response) = match (api.is_anthropic(), target.is_anthropic()) {
+        // Same API and model name: forward the client's bytes, no re-serialization.
+        (a, b) if a == b && dep.model == model_name => (None, ResponseShape::AsIs),
         (false, true) => (
             crate::translate::openai_to_anthropic_request(
                 &json,
                 &dep.model,
                 config.default_max_output_tokens,
             )
+            .map(Some)
             .map_err(|e| GatewayError::malformed(e.to_string()))?,
             ResponseShape::AnthropicToOpenAi,
         ),
         (true, false) => (
             crate::translate::anthropic_to_openai_request(&json, &dep.model)
+                .map(Some)
                 .map_err(|e| GatewayError::malformed(e.to_string()))?,
             ResponseShape::OpenAiToAnthropic,
         ),
@@ -257,10 +261,13 @@ pub fn on_request_body(
             if let Some(m) = j.get_mut("model") {
                 *m = Value::String(dep.model.clone());
             }
-            (j, ResponseShape::AsIs)
+            (Some(j), ResponseShape::AsIs)
         }
     };
-    let body = serde_json::to_vec(&upstream).map_err(|_| GatewayError::internal())?;
+    let body = match upstream {
+        Some(v) => Some(serde_json::to_vec(&v).map_err(|_| GatewayError::internal())?),
+        None => None,
+    };
     Ok(Routed {
         route: format!("{}|{}", dep.name, target.name()),
         deployment: dep.name.clone(),
@@ -627,9 +634,13 @@ models:
             (a.route.as_str(), a.estimate, a.response),
             ("openai-a|chat", 42, ResponseShape::AsIs)
         );
+        assert!(
+            a.body.is_none(),
+            "same model name: the client's bytes go upstream as they are"
+        );
         let b = body(Api::Chat, req, |_| true, 0.9).unwrap();
         assert_eq!(b.route, "openai-b|chat");
-        let sent: Value = serde_json::from_slice(&b.body).unwrap();
+        let sent: Value = serde_json::from_slice(b.body.as_deref().unwrap()).unwrap();
         assert_eq!(sent["model"], "gpt-4o-mini-2024-07-18");
         assert_eq!(b.client_model, "gpt-4o-mini");
     }
@@ -644,7 +655,7 @@ models:
             (r.route.as_str(), r.response, r.stream),
             ("anthropic|messages", ResponseShape::AnthropicToOpenAi, true)
         );
-        let sent: Value = serde_json::from_slice(&r.body).unwrap();
+        let sent: Value = serde_json::from_slice(r.body.as_deref().unwrap()).unwrap();
         assert_eq!(sent["model"], "claude-sonnet");
         assert!(sent["max_tokens"].is_u64(), "Anthropic needs max_tokens");
         // An Anthropic client on an OpenAI deployment.

@@ -223,7 +223,9 @@ impl HttpContext for Request {
             Ok(r) => r,
             Err(e) => return self.fail(e),
         };
-        self.set_http_request_body(0, body_size, &routed.body);
+        if let Some(new_body) = &routed.body {
+            self.set_http_request_body(0, body_size, new_body);
+        }
         let state = [
             ("llm_route", routed.route.clone()),
             ("llm_deployment", routed.deployment.clone()),
