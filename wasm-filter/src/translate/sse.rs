@@ -64,6 +64,11 @@ impl SseSplitter {
         }
     }
 
+    /// The largest event this splitter buffers.
+    pub fn limit(&self) -> usize {
+        self.max
+    }
+
     /// True once an event went over the limit; every later `push` returns nothing.
     pub fn overflowed(&self) -> bool {
         self.overflowed

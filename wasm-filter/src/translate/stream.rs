@@ -20,6 +20,50 @@ fn overflow_message(limit: usize) -> String {
     )
 }
 
+/// What each translator adds to the shared framing: how to handle one upstream event, how to
+/// close the client's stream, and what to send when an event is too large.
+trait Translate {
+    fn splitter(&mut self) -> &mut SseSplitter;
+    fn done(&self) -> bool;
+    fn event(&mut self, ev: &Event, out: &mut Vec<u8>);
+    fn end(&mut self, out: &mut Vec<u8>);
+    fn overflow(&mut self, message: &str, out: &mut Vec<u8>);
+
+    /// `push` of both translators: events in order until the client's stream is complete.
+    fn drive_push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.done() {
+            return out;
+        }
+        for ev in self.splitter().push(chunk) {
+            self.event(&ev, &mut out);
+            if self.done() {
+                return out;
+            }
+        }
+        if self.splitter().overflowed() {
+            let message = overflow_message(self.splitter().limit());
+            self.overflow(&message, &mut out);
+        }
+        out
+    }
+
+    /// `finish` of both translators: a last unterminated event, then a proper close.
+    fn drive_finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.done() {
+            return out;
+        }
+        if let Some(ev) = self.splitter().finish() {
+            self.event(&ev, &mut out);
+        }
+        if !self.done() {
+            self.end(&mut out);
+        }
+        out
+    }
+}
+
 // =============================================================================================
 // Anthropic upstream → OpenAI client
 
@@ -41,7 +85,6 @@ fn overflow_message(limit: usize) -> String {
 #[derive(Debug)]
 pub struct AnthropicToOpenAiStream {
     sse: SseSplitter,
-    limit: usize,
     id: String,
     model: String,
     created: u64,
@@ -69,7 +112,6 @@ impl AnthropicToOpenAiStream {
     ) -> Self {
         Self {
             sse: SseSplitter::new(),
-            limit: super::DEFAULT_MAX_EVENT_BYTES,
             id: id.into(),
             model: model.into(),
             created,
@@ -86,7 +128,6 @@ impl AnthropicToOpenAiStream {
     /// Caps one buffered upstream event at `max_event_bytes` instead of 1 MiB.
     pub fn with_limit(mut self, max_event_bytes: usize) -> Self {
         self.sse = SseSplitter::with_limit(max_event_bytes);
-        self.limit = max_event_bytes;
         self
     }
 
@@ -104,38 +145,14 @@ impl AnthropicToOpenAiStream {
 
     /// Consumes a chunk of the upstream stream, returns the bytes to send to the client now.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.done {
-            return out;
-        }
-        for ev in self.sse.push(chunk) {
-            self.event(&ev, &mut out);
-            if self.done {
-                return out;
-            }
-        }
-        if self.sse.overflowed() {
-            let e = json!({"message": overflow_message(self.limit), "type": "server_error", "param": null, "code": "stream_event_too_large"});
-            self.fail(e, &mut out);
-        }
-        out
+        self.drive_push(chunk)
     }
 
     /// The upstream stream ended: returns what is left to send. If the upstream stopped before
     /// `message_stop`, this closes the client's stream: the final chunk (with the finish reason
     /// seen, else `stop`), the usage chunk if asked, and `data: [DONE]`.
     pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.done {
-            return out;
-        }
-        if let Some(ev) = self.sse.finish() {
-            self.event(&ev, &mut out);
-        }
-        if !self.done {
-            self.end(&mut out);
-        }
-        out
+        self.drive_finish()
     }
 
     fn chunk(&self, delta: Value, finish_reason: Option<&str>, out: &mut Vec<u8>) {
@@ -326,7 +343,6 @@ enum Block {
 #[derive(Debug)]
 pub struct OpenAiToAnthropicStream {
     sse: SseSplitter,
-    limit: usize,
     id: String,
     model: String,
     started: bool,
@@ -346,7 +362,6 @@ impl OpenAiToAnthropicStream {
     pub fn new(id: impl Into<String>, model: impl Into<String>) -> Self {
         Self {
             sse: SseSplitter::new(),
-            limit: super::DEFAULT_MAX_EVENT_BYTES,
             id: id.into(),
             model: model.into(),
             started: false,
@@ -362,7 +377,6 @@ impl OpenAiToAnthropicStream {
     /// Caps one buffered upstream event at `max_event_bytes` instead of 1 MiB.
     pub fn with_limit(mut self, max_event_bytes: usize) -> Self {
         self.sse = SseSplitter::with_limit(max_event_bytes);
-        self.limit = max_event_bytes;
         self
     }
 
@@ -379,37 +393,14 @@ impl OpenAiToAnthropicStream {
 
     /// Consumes a chunk of the upstream stream, returns the bytes to send to the client now.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.done {
-            return out;
-        }
-        for ev in self.sse.push(chunk) {
-            self.event(&ev, &mut out);
-            if self.done {
-                return out;
-            }
-        }
-        if self.sse.overflowed() {
-            self.fail("api_error", &overflow_message(self.limit), &mut out);
-        }
-        out
+        self.drive_push(chunk)
     }
 
     /// The upstream stream ended: returns what is left to send. If the upstream stopped before
     /// `data: [DONE]`, this closes the client's stream: open block stopped, `message_delta`
     /// (the stop reason seen, else `end_turn`; the usage seen) and `message_stop`.
     pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.done {
-            return out;
-        }
-        if let Some(ev) = self.sse.finish() {
-            self.event(&ev, &mut out);
-        }
-        if !self.done {
-            self.end(&mut out);
-        }
-        out
+        self.drive_finish()
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -586,6 +577,43 @@ impl OpenAiToAnthropicStream {
             out,
         );
         self.done = true;
+    }
+}
+
+impl Translate for AnthropicToOpenAiStream {
+    fn splitter(&mut self) -> &mut SseSplitter {
+        &mut self.sse
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+    fn event(&mut self, ev: &Event, out: &mut Vec<u8>) {
+        AnthropicToOpenAiStream::event(self, ev, out);
+    }
+    fn end(&mut self, out: &mut Vec<u8>) {
+        AnthropicToOpenAiStream::end(self, out);
+    }
+    fn overflow(&mut self, message: &str, out: &mut Vec<u8>) {
+        let e = json!({"message": message, "type": "server_error", "param": null, "code": "stream_event_too_large"});
+        self.fail(e, out);
+    }
+}
+
+impl Translate for OpenAiToAnthropicStream {
+    fn splitter(&mut self) -> &mut SseSplitter {
+        &mut self.sse
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+    fn event(&mut self, ev: &Event, out: &mut Vec<u8>) {
+        OpenAiToAnthropicStream::event(self, ev, out);
+    }
+    fn end(&mut self, out: &mut Vec<u8>) {
+        OpenAiToAnthropicStream::end(self, out);
+    }
+    fn overflow(&mut self, message: &str, out: &mut Vec<u8>) {
+        self.fail("api_error", message, out);
     }
 }
 
