@@ -171,17 +171,22 @@ impl HttpContext for Request {
         let Some(config) = self.config.clone() else {
             return self.internal_error("no configuration");
         };
-        let step = {
-            let get = |name: &str| self.get_http_request_header(name);
-            flow::on_request_headers(&config, &get, end_of_stream)
+        // One host call for all headers instead of one per lookup and per removal: Envoy's
+        // header names are lower-case, as `flow` asks for them.
+        let headers = self.get_http_request_headers();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
         };
-        match step {
+        match flow::on_request_headers(&config, &get, end_of_stream) {
             HeadersStep::Proceed {
                 pending,
                 remove,
                 set,
             } => {
-                for h in remove {
+                for h in remove.into_iter().filter(|h| get(h).is_some()) {
                     self.set_http_request_header(h, None);
                 }
                 for (h, v) in set {
