@@ -82,7 +82,7 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Validate { config }) => match reload::validate(&config) {
+        Some(Command::Validate { config }) => match ratelimit_service::config::load_path(&config) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("warning: {w}");

@@ -3,7 +3,7 @@
 //! and config files are small. An invalid new config is logged with the same message as
 //! `validate` and the config in force stays.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,9 +73,4 @@ fn same(a: &Result<Snapshot, ConfigError>, b: &Result<Snapshot, ConfigError>) ->
         (Err(a), Err(b)) => a == b,
         _ => false,
     }
-}
-
-/// For `validate`: loads once and reports.
-pub fn validate(path: &Path) -> Result<Loaded, ConfigError> {
-    crate::config::load_path(path)
 }

@@ -135,6 +135,12 @@ impl<S: Store> State<S> {
                 "no valid rate-limit configuration is loaded",
             ));
         };
+        // Metric label: configured domains only, so clients cannot grow the label set.
+        let domain = if config.domains.contains_key(&req.domain) {
+            req.domain.as_str()
+        } else {
+            "unknown"
+        };
         let now = (self.clock)();
         let started = Instant::now();
         match limiter::check(&config, &self.store, req, now).await {
@@ -144,11 +150,6 @@ impl<S: Store> State<S> {
                         .store_latency
                         .observe(started.elapsed().as_secs_f64());
                 }
-                let domain = if config.domains.contains_key(&req.domain) {
-                    req.domain.as_str()
-                } else {
-                    "unknown"
-                };
                 for (item, verdict) in plan.items.iter().zip(verdicts) {
                     if let (Item::Limited { metric_key, .. }, Some(v)) = (item, verdict) {
                         let result = match v {
@@ -188,11 +189,6 @@ impl<S: Store> State<S> {
                         FailureMode::Envoy => "envoy",
                     }])
                     .inc();
-                let domain = if config.domains.contains_key(&req.domain) {
-                    req.domain.as_str()
-                } else {
-                    "unknown"
-                };
                 match mode {
                     FailureMode::Open => {
                         self.count(domain, "ok");

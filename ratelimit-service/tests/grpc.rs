@@ -105,23 +105,36 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// A decision over gRPC that must succeed.
+async fn decide(channel: &Channel, req: RateLimitRequest) -> rls_proto::RateLimitResponse {
+    RateLimitServiceClient::new(channel.clone())
+        .should_rate_limit(req)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The grpc.health.v1 status of `service`.
+async fn grpc_health(channel: &Channel, service: &str) -> i32 {
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
 #[tokio::test]
 async fn decides_over_grpc_and_reports_health() {
     let r = start(MemoryStore::new(), FailureMode::Open, true).await;
     let mut client = RateLimitServiceClient::new(r.channel.clone());
     for _ in 0..2 {
-        let resp = client
-            .should_rate_limit(request("llm", "a"))
-            .await
-            .unwrap()
-            .into_inner();
+        let resp = decide(&r.channel, request("llm", "a")).await;
         assert_eq!(resp.overall_code, Code::Ok as i32);
     }
-    let resp = client
-        .should_rate_limit(request("llm", "a"))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = decide(&r.channel, request("llm", "a")).await;
     assert_eq!(resp.overall_code, Code::OverLimit as i32);
     assert!(!resp.raw_body.is_empty());
 
@@ -137,16 +150,10 @@ async fn decides_over_grpc_and_reports_health() {
         tonic::Code::InvalidArgument
     );
 
-    let mut health = HealthClient::new(r.channel.clone());
-    let status = health
-        .check(HealthCheckRequest {
-            service: "envoy.service.ratelimit.v3.RateLimitService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
+    assert_eq!(
+        grpc_health(&r.channel, "envoy.service.ratelimit.v3.RateLimitService").await,
+        ServingStatus::Serving as i32
+    );
 
     let (code, body) = http_get(r.http, "/healthz").await;
     assert_eq!(code, 200, "{body}");
@@ -170,12 +177,7 @@ async fn decides_over_grpc_and_reports_health() {
 #[tokio::test]
 async fn failure_mode_open_allows() {
     let r = start(DownStore, FailureMode::Open, true).await;
-    let mut client = RateLimitServiceClient::new(r.channel.clone());
-    let resp = client
-        .should_rate_limit(request("llm", "a"))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = decide(&r.channel, request("llm", "a")).await;
     assert_eq!(resp.overall_code, Code::Ok as i32);
     assert!(!r.state.store_up());
     let (code, body) = http_get(r.http, "/healthz").await;
@@ -189,12 +191,7 @@ async fn failure_mode_open_allows() {
 #[tokio::test]
 async fn failure_mode_closed_rejects_and_is_unhealthy() {
     let r = start(DownStore, FailureMode::Closed, true).await;
-    let mut client = RateLimitServiceClient::new(r.channel.clone());
-    let resp = client
-        .should_rate_limit(request("llm", "a"))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = decide(&r.channel, request("llm", "a")).await;
     assert_eq!(resp.overall_code, Code::OverLimit as i32);
     let body: serde_json::Value = serde_json::from_slice(&resp.raw_body).unwrap();
     assert_eq!(body["error"]["code"], "rate_limiter_unavailable");
@@ -211,11 +208,7 @@ async fn failure_mode_envoy_returns_unavailable() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     // Descriptors without a limit never touch the store.
-    let resp = client
-        .should_rate_limit(request("other", "a"))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = decide(&r.channel, request("other", "a")).await;
     assert_eq!(resp.overall_code, Code::Ok as i32);
 }
 
@@ -232,16 +225,8 @@ async fn without_config_calls_are_unavailable_and_health_is_503() {
     assert_eq!(code, 503);
     assert!(body.contains("\"config\":\"missing\""));
     // gRPC health says the same (Envoy's active health checks read it).
-    let mut health = HealthClient::new(r.channel.clone());
     for service in ["", "envoy.service.ratelimit.v3.RateLimitService"] {
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
+        let status = grpc_health(&r.channel, service).await;
         assert_eq!(
             status,
             ServingStatus::NotServing as i32,
