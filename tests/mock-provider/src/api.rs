@@ -35,6 +35,10 @@ pub struct Stream {
     pub head: Vec<Bytes>,
     pub tokens: Vec<Bytes>,
     pub tail: Vec<Bytes>,
+    /// For the usage ledger: the model the events name and the prompt tokens charged (the
+    /// completion tokens are the token events actually sent).
+    pub model: String,
+    pub prompt_tokens: u64,
 }
 
 /// The models `GET /v1/models` lists (any model name is accepted by the other endpoints).
@@ -247,6 +251,8 @@ pub fn chat(ctx: &Ctx, body: &Value, deployment: Option<&str>) -> Result<Answer,
             .map(|i| chunk(choice(json!({"content": tokens::piece(i)}), None), None))
             .collect(),
         tail: vec![chunk(choice(json!({}), Some(finish(length))), None)],
+        model: model.clone(),
+        prompt_tokens: prompt,
     };
     if include_usage {
         s.tail.push(chunk(json!([]), Some(openai_usage(prompt, n))));
@@ -305,6 +311,8 @@ pub fn completions(ctx: &Ctx, body: &Value, deployment: Option<&str>) -> Result<
             .map(|i| chunk(choice(tokens::piece(i), None), None))
             .collect(),
         tail: vec![chunk(choice(String::new(), Some(finish(length))), None)],
+        model: model.clone(),
+        prompt_tokens: prompt,
     };
     if include_usage {
         s.tail.push(chunk(json!([]), Some(openai_usage(prompt, n))));
@@ -521,6 +529,8 @@ pub fn messages(ctx: &Ctx, body: &Value) -> Result<Answer, ApiError> {
             ),
             sse::event("message_stop", &json!({"type": "message_stop"})),
         ],
+        model: model.to_owned(),
+        prompt_tokens: input,
     }))
 }
 
@@ -655,6 +665,7 @@ mod tests {
         assert_eq!(tail[1]["usage"]["completion_tokens"], 4);
         assert_eq!(tail[1]["usage"]["total_tokens"], 9);
         assert_eq!(tail[2], json!("[DONE]"));
+        assert_eq!((s.model.as_str(), s.prompt_tokens), ("m", 5));
     }
 
     #[test]
@@ -736,6 +747,7 @@ mod tests {
         assert_eq!(tail[0]["choices"][0]["finish_reason"], "length");
         assert_eq!(tail[1]["usage"]["prompt_tokens"], 3);
         assert_eq!(tail[2], json!("[DONE]"));
+        assert_eq!((s.model.as_str(), s.prompt_tokens), ("m", 3));
 
         let e = err(completions(&ctx(None), &json!({"model": "m"}), None));
         assert_eq!(e.body["error"]["param"], "prompt");
@@ -865,6 +877,7 @@ mod tests {
         let delta = &events(&s.tail)[1].1;
         assert_eq!(delta["delta"]["stop_reason"], "end_turn");
         assert_eq!(delta["usage"]["output_tokens"], 2);
+        assert_eq!((s.model.as_str(), s.prompt_tokens), ("c", 5));
         for (name, payload) in events(&s.head)
             .iter()
             .chain(&events(&s.tokens))

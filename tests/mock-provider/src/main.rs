@@ -8,6 +8,9 @@
 mod api;
 mod errors;
 mod faults;
+#[cfg(test)]
+mod http_tests;
+mod ledger;
 mod server;
 mod sse;
 mod tokens;

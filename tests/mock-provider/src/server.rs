@@ -1,4 +1,5 @@
-//! HTTP handling: routing, auth, faults, the control API, the request log, streaming bodies.
+//! HTTP handling: routing, auth, faults, the control API, the request log, streaming bodies,
+//! the usage ledger's charges.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use tracing::{debug, info};
 use crate::api::{self, Answer};
 use crate::errors::{self, ApiError, Flavor};
 use crate::faults::{self, Fault};
+use crate::ledger::Ledger;
 use crate::sse;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -47,6 +49,7 @@ pub struct App {
     faults: Mutex<faults::Queue>,
     requests: Mutex<VecDeque<Value>>,
     seq: AtomicU64,
+    ledger: Arc<Ledger>,
 }
 
 impl App {
@@ -60,6 +63,7 @@ impl App {
             faults: Mutex::default(),
             requests: Mutex::default(),
             seq: AtomicU64::new(0),
+            ledger: Arc::default(),
         })
     }
 }
@@ -80,10 +84,33 @@ impl std::error::Error for InjectedReset {}
 // ---------------------------------------------------------------------------------------------
 // bodies
 
+/// One event of a streamed answer, tagged with what it means for the bill.
+struct Event {
+    bytes: Bytes,
+    /// A completion token event.
+    token: bool,
+    /// The stream's final event (`[DONE]`, `message_stop`): the answer is complete.
+    last: bool,
+}
+
+/// What a stream still has to charge, and the token events handed to hyper so far.
+struct StreamBill {
+    ledger: Arc<Ledger>,
+    model: String,
+    prompt: u64,
+    written: u64,
+}
+
 /// A streamed body fed by a channel; ends when the sender is dropped. Dropped by hyper when the
 /// client goes away, which the producer notices (`Sender::closed`).
+///
+/// It keeps the bill, not the producer: a sent event may sit in the channel and never reach the
+/// socket, so tokens count only when hyper takes them from here. The final event charges the
+/// whole answer before it is written (a client that read it all sees itself counted); dropping
+/// the body before that charges a cut stream.
 struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Event>,
+    bill: Option<StreamBill>,
 }
 
 impl HttpBody for ChannelBody {
@@ -91,10 +118,33 @@ impl HttpBody for ChannelBody {
     type Error = Infallible;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+        let this = self.get_mut();
+        let Some(ev) = std::task::ready!(this.rx.poll_recv(cx)) else {
+            return Poll::Ready(None);
+        };
+        if let Some(b) = &mut this.bill {
+            b.written += u64::from(ev.token);
+            if ev.last {
+                b.ledger.charge(&b.model, b.prompt, b.written, false);
+                this.bill = None;
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(ev.bytes))))
+    }
+}
+
+impl Drop for ChannelBody {
+    fn drop(&mut self) {
+        if let Some(b) = self.bill.take() {
+            debug!(
+                sent_tokens = b.written,
+                "stream cut: charging what was sent"
+            );
+            b.ledger.charge(&b.model, b.prompt, b.written, true);
+        }
     }
 }
 
@@ -124,8 +174,14 @@ fn error_response(e: &ApiError) -> Response<Body> {
 }
 
 /// Starts the producer task of a streamed answer and returns the response carrying it.
-fn stream_response(s: api::Stream, fault: &Fault) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
+fn stream_response(s: api::Stream, fault: &Fault, ledger: Arc<Ledger>) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Event>(1);
+    let bill = StreamBill {
+        ledger,
+        model: s.model.clone(),
+        prompt: s.prompt_tokens,
+        written: 0,
+    };
     let stall_after = fault
         .stall_after
         .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
@@ -134,7 +190,11 @@ fn stream_response(s: api::Stream, fault: &Fault) -> Response<Body> {
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis);
     tokio::spawn(pump(tx, s, stall_after, delay));
-    let mut r = response(200, sse::CONTENT_TYPE, ChannelBody { rx }.boxed());
+    let body = ChannelBody {
+        rx,
+        bill: Some(bill),
+    };
+    let mut r = response(200, sse::CONTENT_TYPE, body.boxed());
     r.headers_mut().insert(
         hyper::header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache"),
@@ -145,23 +205,39 @@ fn stream_response(s: api::Stream, fault: &Fault) -> Response<Body> {
 /// Sends the events one by one (each is its own chunk, written as soon as it is produced);
 /// with `stall_after = K` sends the head and K token events, then waits for the client to leave.
 async fn pump(
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Event>,
     s: api::Stream,
     stall_after: Option<usize>,
     delay: Option<Duration>,
 ) {
-    let api::Stream { head, tokens, tail } = s;
+    let api::Stream {
+        head, tokens, tail, ..
+    } = s;
     let keep = stall_after.map_or(tokens.len(), |k| k.min(tokens.len()));
     let tail = if stall_after.is_some() {
         Vec::new()
     } else {
         tail
     };
-    let events = head
+    let event = |token| {
+        move |bytes| Event {
+            bytes,
+            token,
+            last: false,
+        }
+    };
+    let mut events: Vec<Event> = head
         .into_iter()
-        .chain(tokens.into_iter().take(keep))
-        .chain(tail);
-    for (i, ev) in events.enumerate() {
+        .map(event(false))
+        .chain(tokens.into_iter().take(keep).map(event(true)))
+        .chain(tail.into_iter().map(event(false)))
+        .collect();
+    if stall_after.is_none()
+        && let Some(ev) = events.last_mut()
+    {
+        ev.last = true;
+    }
+    for (i, ev) in events.into_iter().enumerate() {
         if i > 0
             && let Some(d) = delay
         {
@@ -437,6 +513,7 @@ async fn provider(
 ) -> Result<Response<Body>, InjectedReset> {
     let route = route(&parts.method, parts.uri.path());
     let flavor = route.flavor();
+    let model_call = route.is_model_call();
     if let Route::NotFound(_) = route {
         let (method, path) = (parts.method.as_str(), parts.uri.path());
         let e = match flavor {
@@ -451,7 +528,7 @@ async fn provider(
         Ok(f) => f,
         Err(e) => return Ok(error_response(&errors::invalid(flavor, &e))),
     };
-    let fault = if route.is_model_call() {
+    let fault = if model_call {
         app.faults
             .lock()
             .take()
@@ -486,8 +563,14 @@ async fn provider(
     }
 
     Ok(match answer(app, parts, route, parsed, &fault) {
-        Ok(Answer::Json(v)) => json_response(200, &v),
-        Ok(Answer::Stream(s)) => stream_response(s, &fault),
+        Ok(Answer::Json(v)) => {
+            // Charged before the response exists, so before its last byte goes out.
+            if model_call {
+                app.ledger.charge_answer(&v);
+            }
+            json_response(200, &v)
+        }
+        Ok(Answer::Stream(s)) => stream_response(s, &fault, app.ledger.clone()),
         Err(e) => error_response(&e),
     })
 }
@@ -591,6 +674,11 @@ fn control(app: &App, method: &Method, rest: &str, body: &Bytes) -> Response<Bod
             let n = log.len();
             log.clear();
             json_response(200, &json!({"cleared": n}))
+        }
+        ("GET", "usage") => json_response(200, &app.ledger.snapshot()),
+        ("DELETE", "usage") => {
+            app.ledger.clear();
+            json_response(200, &json!({"cleared": true}))
         }
         (m, p) => bad(404, format!("no control endpoint {m} /_mock/{p}")),
     }
