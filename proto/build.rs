@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "envoy/config/core/v3/base.proto",
         "envoy/extensions/common/ratelimit/v3/ratelimit.proto",
         "envoy/service/ratelimit/v3/rls.proto",
+        "llmgateway/usage/v1/usage.proto",
     ];
     tonic_prost_build::configure()
         .build_server(grpc)

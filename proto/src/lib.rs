@@ -1,5 +1,6 @@
 //! Wire-compatible types for Envoy's rate-limit API (`envoy.service.ratelimit.v3`), generated
-//! from the subset of `.proto` files in this crate.
+//! from the subset of `.proto` files in this crate, and the gateway's own usage-report API
+//! (`llmgateway.usage.v1`, filter → service).
 
 #![allow(clippy::all, clippy::pedantic)]
 
@@ -33,6 +34,14 @@ pub mod envoy {
             pub mod v3 {
                 include!(concat!(env!("OUT_DIR"), "/envoy.service.ratelimit.v3.rs"));
             }
+        }
+    }
+}
+
+pub mod llmgateway {
+    pub mod usage {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/llmgateway.usage.v1.rs"));
         }
     }
 }

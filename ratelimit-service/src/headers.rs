@@ -43,12 +43,41 @@ pub struct Violation<'a> {
     pub retry: Option<Duration>,
 }
 
+/// A budget amount (millionths) as currency: at least two decimals, at most six.
+pub fn format_amount(micros: u64) -> String {
+    let s = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let trimmed = s.trim_end_matches('0');
+    let decimals = trimmed.len() - trimmed.find('.').map_or(trimmed.len(), |i| i + 1);
+    s[..trimmed.len() + 2usize.saturating_sub(decimals)].to_string()
+}
+
+/// A header value for a limit or remaining amount of `kind`.
+pub fn format_count(kind: Kind, n: u64) -> String {
+    match kind {
+        Kind::Budget => format_amount(n),
+        Kind::Requests | Kind::Tokens => n.to_string(),
+    }
+}
+
 /// The OpenAI-shaped JSON body of a 429.
 pub fn over_limit_body(v: &Violation<'_>) -> String {
-    let what = match v.kind {
-        Kind::Requests => "requests",
-        Kind::Tokens => "tokens",
-    };
+    let what = v.kind.name();
+    if v.kind == Kind::Budget {
+        // OpenAI's own words for a spent quota, so clients that handle it already do here.
+        let message = format!(
+            "You exceeded your current quota: the {} budget for {} is spent (budget {}, spent {}, this request needs an estimated {}).{}",
+            v.unit,
+            v.subject,
+            format_amount(v.limit),
+            format_amount(v.used),
+            format_amount(v.requested),
+            match v.retry {
+                Some(d) => format!(" It resets in {}.", format_reset(d)),
+                None => " The request alone costs more than the budget.".to_string(),
+            }
+        );
+        return error_body(&message, "insufficient_quota", "insufficient_quota");
+    }
     let message = match v.retry {
         Some(d) => format!(
             "Rate limit reached for {} on {what} per {}: Limit {}, Used {}, Requested {}. Please try again in {}.",
@@ -87,6 +116,35 @@ mod tests {
         assert_eq!(f(6_500), "6.5s");
         assert_eq!(f(360_000), "6m0s");
         assert_eq!(f(3_723_250), "1h2m3.25s");
+    }
+
+    #[test]
+    fn amounts_have_two_to_six_decimals() {
+        assert_eq!(format_amount(5_000_000), "5.00");
+        assert_eq!(format_amount(3_120_000), "3.12");
+        assert_eq!(format_amount(1_234_567), "1.234567");
+        assert_eq!(format_amount(1_500), "0.0015");
+        assert_eq!(format_amount(0), "0.00");
+    }
+
+    #[test]
+    fn budget_body_says_the_quota_is_spent() {
+        let body = over_limit_body(&Violation {
+            kind: Kind::Budget,
+            limit: 5_000_000,
+            used: 4_990_000,
+            requested: 20_000,
+            unit: "day",
+            subject: "tenant=acme, kind=budget".into(),
+            retry: Some(Duration::from_secs(3600)),
+        });
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["error"]["type"], "insufficient_quota");
+        assert_eq!(v["error"]["code"], "insufficient_quota");
+        assert_eq!(
+            v["error"]["message"],
+            "You exceeded your current quota: the day budget for tenant=acme, kind=budget is spent (budget 5.00, spent 4.99, this request needs an estimated 0.02). It resets in 1h0m0s."
+        );
     }
 
     #[test]

@@ -94,6 +94,19 @@ pub fn redis_previous_key(layout: RedisLayout, counter_key: &str, index: u64) ->
     }
 }
 
+/// The Redis key that marks usage report `id` as applied, in the slot of `counter_key` (any
+/// counter the report corrects there; `None`: a report that corrects nothing). Ids are checked
+/// by the service to hold no separator.
+pub fn report_key(layout: RedisLayout, counter_key: Option<&str>, id: &str) -> String {
+    match (layout, counter_key) {
+        (RedisLayout::HashTagged, Some(k)) => {
+            format!("{REDIS_PREFIX}{{{}}}|report={id}", hash_tag(k).0)
+        }
+        (RedisLayout::HashTagged, None) => format!("{REDIS_PREFIX}{{report={id}}}"),
+        (RedisLayout::Plain, _) => format!("{REDIS_PREFIX}report={id}"),
+    }
+}
+
 fn write_redis_key(layout: RedisLayout, counter_key: &str, index: impl Display) -> String {
     let mut out = String::with_capacity(REDIS_PREFIX.len() + counter_key.len() + 16);
     out.push_str(REDIS_PREFIX);

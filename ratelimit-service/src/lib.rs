@@ -2,8 +2,8 @@
 //!
 //! Layout: `config` (YAML → validated tree), `window` (window arithmetic), `store` (atomic
 //! check-and-charge: memory, Redis, Redis Cluster), `limiter` (request → decisions → response),
-//! `headers` (OpenAI-style headers and bodies), `service` (the gRPC edge), `http` (health,
-//! metrics).
+//! `headers` (OpenAI-style headers and bodies), `service` (the gRPC edge), `usage` (the
+//! gateway's usage reports: corrections, LLM metrics, access log), `http` (health, metrics).
 
 pub mod config;
 pub mod headers;
@@ -15,4 +15,5 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod usage;
 pub mod window;

@@ -12,10 +12,13 @@ use rls_proto::rate_limit_response::{
 use rls_proto::{HeaderValue, RateLimitRequest, RateLimitResponse, RateLimitUnit};
 
 use crate::config::{Config, Kind, Limit, Unit};
-use crate::headers::{Violation, format_reset, over_limit_body, retry_after_secs};
+use crate::headers::{Violation, format_count, format_reset, over_limit_body, retry_after_secs};
 use crate::keys::counter_key;
 use crate::store::{Charge, Counts, Mode, Outcome, Store, StoreError};
 use crate::window::{Algorithm, Window};
+
+/// Response header carrying when tokens or spend were reserved (Unix ms).
+pub const RESERVED_AT_HEADER: &str = "x-llm-reserved-at";
 
 /// A request the service must refuse outright (gRPC INVALID_ARGUMENT).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -207,7 +210,7 @@ pub fn respond(
     let mut statuses = Vec::with_capacity(plan.items.len());
     let mut verdicts = Vec::with_capacity(plan.items.len());
     // Per header family: (remaining, reset) of the tightest limit, and the worst violation.
-    let mut tightest: [Option<(u64, u64, Duration)>; 2] = [None, None];
+    let mut tightest: [Option<(u64, u64, Duration)>; 3] = [None, None, None];
     let mut worst: Option<(Option<Duration>, Violation<'_>)> = None;
     let mut retry_after: Option<Duration> = None;
     let mut never_fits = false;
@@ -321,19 +324,31 @@ pub fn respond(
     }
 
     let mut headers = Vec::new();
-    for (kind, t) in [Kind::Requests, Kind::Tokens].into_iter().zip(tightest) {
+    for (kind, t) in Kind::ALL.into_iter().zip(tightest) {
         if let Some((limit, remaining, reset)) = t {
             let k = kind.name();
-            headers.push(header(format!("x-ratelimit-limit-{k}"), limit.to_string()));
+            headers.push(header(
+                format!("x-ratelimit-limit-{k}"),
+                format_count(kind, limit),
+            ));
             headers.push(header(
                 format!("x-ratelimit-remaining-{k}"),
-                remaining.to_string(),
+                format_count(kind, remaining),
             ));
             headers.push(header(
                 format!("x-ratelimit-reset-{k}"),
                 format_reset(reset),
             ));
         }
+    }
+    // The instant of a token or spend reservation, for the usage report that later corrects it
+    // in the same window (the gateway's filter reads it and removes it from the response).
+    let reserved = plan.items.iter().any(|i| {
+        matches!(i, Item::Limited { limit, charge, hits, .. }
+            if limit.kind.reconciled() && *hits > 0 && outcome.charged[*charge])
+    });
+    if outcome.admitted && reserved {
+        headers.push(header(RESERVED_AT_HEADER.into(), now_ms.to_string()));
     }
     let mut raw_body = Vec::new();
     if !outcome.admitted {

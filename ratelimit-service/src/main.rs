@@ -77,6 +77,10 @@ struct RunArgs {
     /// How often the config files are checked for changes.
     #[arg(long, env = "RLS_RELOAD_INTERVAL_MS", default_value_t = 1000)]
     reload_interval_ms: u64,
+    /// Where the gateway's access log goes (one JSON line per request the filter reports):
+    /// `-` for stdout, a file path (appended to), or `off`.
+    #[arg(long, env = "RLS_ACCESS_LOG", default_value = "-")]
+    access_log: String,
 }
 
 fn main() -> ExitCode {
@@ -167,13 +171,24 @@ async fn run(args: RunArgs) -> Result<(), String> {
     };
     let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
     let name = store.name();
-    let state = Arc::new(State::new(
-        store,
-        name,
-        args.failure_mode,
-        metrics,
-        system_clock(),
-    ));
+    let mut state = State::new(store, name, args.failure_mode, metrics, system_clock());
+    state.access_log = match args.access_log.as_str() {
+        "off" => None,
+        "-" => Some(Arc::new(parking_lot::Mutex::new(Box::new(
+            std::io::stdout(),
+        )))),
+        path => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open --access-log {path}: {e}"))?;
+            Some(Arc::new(parking_lot::Mutex::new(Box::new(
+                std::io::LineWriter::new(file),
+            ))))
+        }
+    };
+    let state = Arc::new(state);
     reload::start(
         Arc::clone(&state),
         config,

@@ -1,14 +1,23 @@
 //! The service's Prometheus metrics, registered once at start-up. Labels stay low-cardinality:
 //! domains and limit paths come from the config; request values appear only for limits that
-//! opt in with `detailed_metric` or `value_to_metric`.
+//! opt in with `detailed_metric` or `value_to_metric`. The `llm_*` metrics' tenant and model
+//! labels come from the gateway's configuration; [`LabelCap`] bounds them anyway.
 
+use std::collections::HashSet;
+
+use parking_lot::Mutex;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
+use rls_proto::llmgateway::usage::v1::UsageReport;
+
+use crate::usage::status_class;
 
 pub struct Metrics {
     pub registry: Registry,
+    /// The LLM traffic, from the filter's usage reports and the token/budget verdicts.
+    pub llm: LlmMetrics,
     /// ShouldRateLimit calls by domain and overall code (ok, over_limit, error).
     pub requests: IntCounterVec,
     /// Per-descriptor verdicts by domain, limit path and result.
@@ -73,6 +82,7 @@ impl Metrics {
                 "ratelimit_config_loaded",
                 "1 while a valid config is in force",
             )?,
+            llm: LlmMetrics::new(&registry)?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -96,5 +106,169 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Caps the distinct values of a label: past `max`, new values are reported as `other`, so a
+/// misconfigured client cannot grow the metric set without bound.
+pub struct LabelCap {
+    seen: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+impl LabelCap {
+    pub fn new(max: usize) -> Self {
+        Self {
+            seen: Mutex::new(HashSet::new()),
+            max,
+        }
+    }
+
+    pub fn label<'a>(&self, value: &'a str) -> &'a str {
+        let mut seen = self.seen.lock();
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() < self.max {
+            seen.insert(value.to_string());
+            return value;
+        }
+        "other"
+    }
+}
+
+/// The LLM metrics (names are a contract: README, "Metrics").
+pub struct LlmMetrics {
+    /// tenant, model, deployment, code (2xx, 4xx, 5xx, 0xx).
+    pub requests: IntCounterVec,
+    /// model, deployment.
+    pub duration: HistogramVec,
+    /// model, deployment; streams only.
+    pub first_token: HistogramVec,
+    /// type (prompt, completion), tenant, model.
+    pub tokens: IntCounterVec,
+    /// tenant, kind (requests, tokens, budget).
+    pub exceeded: IntCounterVec,
+    /// tenant, model; currency units.
+    pub cost: CounterVec,
+    /// Usage reports by result (applied, duplicate, invalid).
+    pub reports: IntCounterVec,
+    tenants: LabelCap,
+    models: LabelCap,
+}
+
+/// Latency buckets for whole LLM calls: tens of milliseconds to minutes.
+const LLM_BUCKETS: [f64; 14] = [
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+impl LlmMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "llm_requests_total",
+                    "LLM requests by tenant, model, deployment and status class",
+                ),
+                &["tenant", "model", "deployment", "code"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "llm_request_duration_seconds",
+                    "Time from the request to the end of the response, as the gateway saw it",
+                )
+                .buckets(LLM_BUCKETS.to_vec()),
+                &["model", "deployment"],
+            )?,
+            first_token: HistogramVec::new(
+                HistogramOpts::new(
+                    "llm_time_to_first_token_seconds",
+                    "Streams: time from the request to the first byte of the response body",
+                )
+                .buckets(LLM_BUCKETS.to_vec()),
+                &["model", "deployment"],
+            )?,
+            tokens: IntCounterVec::new(
+                Opts::new(
+                    "llm_tokens_used_total",
+                    "Tokens the providers reported (or the gateway counted for cut streams)",
+                ),
+                &["type", "tenant", "model"],
+            )?,
+            exceeded: IntCounterVec::new(
+                Opts::new(
+                    "llm_rate_limit_exceeded_total",
+                    "Requests refused by a limit, by tenant and limit kind",
+                ),
+                &["tenant", "kind"],
+            )?,
+            cost: CounterVec::new(
+                Opts::new(
+                    "llm_cost_total",
+                    "Spend in currency units, from the gateway's price table",
+                ),
+                &["tenant", "model"],
+            )?,
+            reports: IntCounterVec::new(
+                Opts::new(
+                    "llm_usage_reports_total",
+                    "Usage reports from the gateway's filter by result",
+                ),
+                &["result"],
+            )?,
+            tenants: LabelCap::new(10_000),
+            models: LabelCap::new(1_000),
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.first_token.clone()))?;
+        registry.register(Box::new(m.tokens.clone()))?;
+        registry.register(Box::new(m.exceeded.clone()))?;
+        registry.register(Box::new(m.cost.clone()))?;
+        registry.register(Box::new(m.reports.clone()))?;
+        Ok(m)
+    }
+
+    /// A tenant label value, capped.
+    pub fn tenant<'a>(&self, tenant: &'a str) -> &'a str {
+        self.tenants
+            .label(if tenant.is_empty() { "unknown" } else { tenant })
+    }
+
+    /// Counts one request's report.
+    pub fn record(&self, r: &UsageReport) {
+        let tenant = self.tenant(&r.tenant);
+        let model = self.models.label(if r.model.is_empty() {
+            "unknown"
+        } else {
+            &r.model
+        });
+        let deployment = self.models.label(if r.deployment.is_empty() {
+            "none"
+        } else {
+            &r.deployment
+        });
+        self.requests
+            .with_label_values(&[tenant, model, deployment, status_class(r.status)])
+            .inc();
+        self.duration
+            .with_label_values(&[model, deployment])
+            .observe(r.duration_ms as f64 / 1000.0);
+        if r.stream && r.first_token_ms > 0 {
+            self.first_token
+                .with_label_values(&[model, deployment])
+                .observe(r.first_token_ms as f64 / 1000.0);
+        }
+        if r.reserved {
+            self.tokens
+                .with_label_values(&["prompt", tenant, model])
+                .inc_by(r.prompt_tokens);
+            self.tokens
+                .with_label_values(&["completion", tenant, model])
+                .inc_by(r.completion_tokens);
+            self.cost
+                .with_label_values(&[tenant, model])
+                .inc_by(r.cost_micros as f64 / 1_000_000.0);
+        }
     }
 }

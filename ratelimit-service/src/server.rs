@@ -1,4 +1,4 @@
-//! Runs the gRPC (RateLimitService + grpc.health.v1) and HTTP servers until `stop` fires, then
+//! Runs the gRPC (RateLimitService, the gateway's UsageService, grpc.health.v1) and HTTP servers until `stop` fires, then
 //! drains: health turns NOT_SERVING / 503 first, in-flight calls finish.
 
 use std::sync::Arc;
@@ -10,9 +10,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
+use rls_proto::llmgateway::usage::v1::usage_service_server::UsageServiceServer;
+
 use crate::http;
 use crate::service::{RlsService, State};
 use crate::store::Store;
+use crate::usage::UsageSvc;
 
 const RLS_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 const HEALTH_EVERY: Duration = Duration::from_millis(500);
@@ -69,6 +72,7 @@ pub async fn serve<S: Store>(
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(RateLimitServiceServer::new(RlsService(Arc::clone(&state))))
+        .add_service(UsageServiceServer::new(UsageSvc(Arc::clone(&state))))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         });

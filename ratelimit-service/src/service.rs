@@ -48,6 +48,8 @@ pub struct State<S> {
     pub clock: Clock,
     store_down: AtomicBool,
     pub draining: AtomicBool,
+    /// Where usage reports' access-log lines go; `None`: nowhere.
+    pub access_log: Option<crate::usage::AccessLog>,
 }
 
 impl<S: Store> State<S> {
@@ -67,6 +69,7 @@ impl<S: Store> State<S> {
             clock,
             store_down: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            access_log: None,
         }
     }
 
@@ -150,7 +153,21 @@ impl<S: Store> State<S> {
                         .store_latency
                         .observe(started.elapsed().as_secs_f64());
                 }
-                for (item, verdict) in plan.items.iter().zip(verdicts) {
+                let rejected = response.overall_code != Code::Ok as i32;
+                for ((item, verdict), d) in plan.items.iter().zip(verdicts).zip(&req.descriptors) {
+                    if let (Item::Limited { limit, .. }, Some(Verdict::OverLimit), true) =
+                        (item, verdict, rejected)
+                    {
+                        let tenant = d
+                            .entries
+                            .iter()
+                            .find(|e| e.key == "tenant")
+                            .map_or("", |e| e.value.as_str());
+                        let llm = &self.metrics.llm;
+                        llm.exceeded
+                            .with_label_values(&[llm.tenant(tenant), limit.kind.name()])
+                            .inc();
+                    }
                     if let (Item::Limited { metric_key, .. }, Some(v)) = (item, verdict) {
                         let result = match v {
                             Verdict::Ok => "ok",

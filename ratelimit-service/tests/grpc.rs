@@ -11,8 +11,12 @@ use ratelimit_service::metrics::Metrics;
 use ratelimit_service::server;
 use ratelimit_service::service::{Clock, FailureMode, State};
 use ratelimit_service::store::memory::MemoryStore;
-use ratelimit_service::store::{Charge, Outcome, Store, StoreError};
+use ratelimit_service::store::{Charge, Correction, Outcome, Store, StoreError};
 use rls_proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use rls_proto::llmgateway::usage::v1::usage_service_client::UsageServiceClient;
+use rls_proto::llmgateway::usage::v1::{
+    Correction as PbCorrection, Entry as PbEntry, ReportRequest, UsageReport,
+};
 use rls_proto::rate_limit_descriptor::Entry;
 use rls_proto::rate_limit_response::Code;
 use rls_proto::{RateLimitDescriptor, RateLimitRequest};
@@ -23,13 +27,27 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-const CONFIG: &str = "domain: llm\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: hour, requests_per_unit: 2, algorithm: fixed}\n";
+const CONFIG: &str = "domain: llm
+descriptors:
+  - key: tenant
+    rate_limit: {unit: hour, requests_per_unit: 2, algorithm: fixed}
+    descriptors:
+      - key: kind
+        value: tokens
+        rate_limit: {unit: hour, requests_per_unit: 1000, kind: tokens, algorithm: fixed}
+      - key: kind
+        value: budget
+        rate_limit: {unit: day, budget: 1.5}
+";
 
 /// A store that is always down.
 struct DownStore;
 
 impl Store for DownStore {
     async fn check_and_charge(&self, _: u64, _: &[Charge]) -> Result<Outcome, StoreError> {
+        Err(StoreError::Timeout(50))
+    }
+    async fn correct(&self, _: u64, _: &str, _: &[Correction]) -> Result<bool, StoreError> {
         Err(StoreError::Timeout(50))
     }
     async fn ping(&self) -> Result<(), StoreError> {
@@ -233,4 +251,156 @@ async fn without_config_calls_are_unavailable_and_health_is_503() {
             "service '{service}'"
         );
     }
+}
+
+fn tokens(tenant: &str, kind: &str, hits: u64) -> RateLimitRequest {
+    let mut r = request("llm", tenant);
+    r.descriptors[0].entries.push(Entry {
+        key: "kind".into(),
+        value: kind.into(),
+    });
+    r.descriptors[0].hits_addend = Some(hits);
+    r
+}
+
+fn report(id: &str, kind: &str, reserved: u64, actual: u64) -> UsageReport {
+    UsageReport {
+        request_id: id.into(),
+        domain: "llm".into(),
+        reserved_at_ms: 1_700_000_000_000,
+        corrections: vec![PbCorrection {
+            entries: ["tenant=a", &format!("kind={kind}")]
+                .iter()
+                .map(|e| {
+                    let (k, v) = e.split_once('=').unwrap();
+                    PbEntry {
+                        key: k.into(),
+                        value: v.into(),
+                    }
+                })
+                .collect(),
+            reserved,
+            actual,
+        }],
+        tenant: "a".into(),
+        model: "gpt-4o-mini".into(),
+        deployment: "openai-a".into(),
+        status: 200,
+        stream: true,
+        estimated_tokens: reserved,
+        prompt_tokens: 60,
+        completion_tokens: actual - 60,
+        usage_source: "provider".into(),
+        cost_micros: 250,
+        duration_ms: 1500,
+        first_token_ms: 300,
+        reserved: true,
+        ..Default::default()
+    }
+}
+
+fn header<'a>(resp: &'a rls_proto::RateLimitResponse, name: &str) -> Option<&'a str> {
+    resp.response_headers_to_add
+        .iter()
+        .find(|h| h.key == name)
+        .map(|h| h.value.as_str())
+}
+
+#[tokio::test]
+async fn usage_reports_refund_once_and_feed_the_llm_metrics() {
+    let r = start(MemoryStore::new(), FailureMode::Open, true).await;
+    let resp = decide(&r.channel, tokens("a", "tokens", 1000)).await;
+    assert_eq!(resp.overall_code, Code::Ok as i32);
+    assert_eq!(header(&resp, "x-llm-reserved-at"), Some("1700000000000"));
+    let resp = decide(&r.channel, tokens("a", "tokens", 1)).await;
+    assert_eq!(resp.overall_code, Code::OverLimit as i32);
+
+    let mut usage = UsageServiceClient::new(r.channel.clone());
+    let batch = ReportRequest {
+        reports: vec![report("req-1", "tokens", 1000, 100)],
+    };
+    let out = usage.report(batch.clone()).await.unwrap().into_inner();
+    assert_eq!(out.results, vec![0]); // APPLIED
+    // The answer was lost and the filter sends the batch again: nothing changes.
+    let out = usage.report(batch).await.unwrap().into_inner();
+    assert_eq!(out.results, vec![1]); // DUPLICATE
+    let resp = decide(&r.channel, tokens("a", "tokens", 900)).await;
+    assert_eq!(
+        resp.overall_code,
+        Code::Ok as i32,
+        "the 900 refunded tokens are free again"
+    );
+    let resp = decide(&r.channel, tokens("a", "tokens", 1)).await;
+    assert_eq!(resp.overall_code, Code::OverLimit as i32);
+
+    let bad = ReportRequest {
+        reports: vec![UsageReport {
+            request_id: "bad id".into(),
+            ..Default::default()
+        }],
+    };
+    assert_eq!(
+        usage.report(bad).await.unwrap().into_inner().results,
+        vec![2]
+    ); // INVALID
+
+    let (_, metrics) = http_get(r.http, "/metrics").await;
+    for line in [
+        r#"llm_requests_total{code="2xx",deployment="openai-a",model="gpt-4o-mini",tenant="a"} 1"#,
+        r#"llm_tokens_used_total{model="gpt-4o-mini",tenant="a",type="prompt"} 60"#,
+        r#"llm_tokens_used_total{model="gpt-4o-mini",tenant="a",type="completion"} 40"#,
+        r#"llm_cost_total{model="gpt-4o-mini",tenant="a"} 0.00025"#,
+        r#"llm_request_duration_seconds_count{deployment="openai-a",model="gpt-4o-mini"} 1"#,
+        r#"llm_time_to_first_token_seconds_count{deployment="openai-a",model="gpt-4o-mini"} 1"#,
+        r#"llm_rate_limit_exceeded_total{kind="tokens",tenant="a"} 2"#,
+        r#"llm_usage_reports_total{result="applied"} 1"#,
+        r#"llm_usage_reports_total{result="duplicate"} 1"#,
+        r#"llm_usage_reports_total{result="invalid"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_spent_budget_is_a_429_that_says_so() {
+    let r = start(MemoryStore::new(), FailureMode::Open, true).await;
+    // 1.5 a day, counted in millionths: 1.2 estimated, then 0.4 more does not fit.
+    let resp = decide(&r.channel, tokens("a", "budget", 1_200_000)).await;
+    assert_eq!(resp.overall_code, Code::Ok as i32);
+    assert_eq!(header(&resp, "x-ratelimit-limit-budget"), Some("1.50"));
+    assert_eq!(header(&resp, "x-ratelimit-remaining-budget"), Some("0.30"));
+    let resp = decide(&r.channel, tokens("a", "budget", 400_000)).await;
+    assert_eq!(resp.overall_code, Code::OverLimit as i32);
+    let body: serde_json::Value = serde_json::from_slice(&resp.raw_body).unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget 1.50, spent 1.20, this request needs an estimated 0.40"),
+        "{body}"
+    );
+    // The real cost was 0.2: 1.0 is refunded and the request fits.
+    let mut usage = UsageServiceClient::new(r.channel.clone());
+    usage
+        .report(ReportRequest {
+            reports: vec![report("b-1", "budget", 1_200_000, 200_000)],
+        })
+        .await
+        .unwrap();
+    let resp = decide(&r.channel, tokens("a", "budget", 400_000)).await;
+    assert_eq!(resp.overall_code, Code::Ok as i32);
+    assert_eq!(header(&resp, "x-ratelimit-remaining-budget"), Some("0.90"));
+}
+
+#[tokio::test]
+async fn reports_fail_unavailable_while_the_store_is_down() {
+    let r = start(DownStore, FailureMode::Open, true).await;
+    let err = UsageServiceClient::new(r.channel.clone())
+        .report(ReportRequest {
+            reports: vec![report("x", "tokens", 10, 70)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
 }

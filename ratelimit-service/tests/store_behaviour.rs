@@ -23,7 +23,7 @@ use ratelimit_service::keys::counter_key;
 use ratelimit_service::store::memory::MemoryStore;
 use ratelimit_service::store::redis::{RETRY_EVERY, RedisStore};
 use ratelimit_service::store::redis_cluster::{RedisClusterStore, key_slot};
-use ratelimit_service::store::{Charge, Counts, Mode, Outcome, Store, StoreError};
+use ratelimit_service::store::{Charge, Correction, Counts, Mode, Outcome, Store, StoreError};
 use ratelimit_service::window::{Algorithm, Window};
 
 const MIN: u64 = 60_000;
@@ -362,6 +362,95 @@ mod cases {
     }
 }
 
+/// Usage-report corrections (reserve, then reconcile).
+mod corrections {
+    use super::*;
+
+    fn fix(c: &Charge, at: u64, delta: i64) -> Correction {
+        Correction {
+            key: c.key.clone(),
+            window: c.window,
+            index: c.window.index(at),
+            delta,
+        }
+    }
+
+    pub async fn refund_frees_room_once_per_id<S: Store>(s: S) {
+        let c = sliding("tpm", 1000, 1000);
+        let now = T0 + 1_000;
+        assert!(run(&s, now, std::slice::from_ref(&c)).await.admitted);
+        assert!(!run(&s, now, &[sliding("tpm", 1000, 1)]).await.admitted);
+        assert!(s.correct(now, "r1", &[fix(&c, now, -900)]).await.unwrap());
+        assert_eq!(count(&s, now, &c).await, counts(0, 100));
+        // The same report again (a retry): nothing changes.
+        assert!(!s.correct(now, "r1", &[fix(&c, now, -900)]).await.unwrap());
+        assert_eq!(count(&s, now, &c).await, counts(0, 100));
+        assert!(run(&s, now, &[sliding("tpm", 1000, 900)]).await.admitted);
+        // A report that corrects nothing is still remembered.
+        assert!(s.correct(now, "r2", &[]).await.unwrap());
+        assert!(!s.correct(now, "r2", &[]).await.unwrap());
+    }
+
+    pub async fn corrections_never_go_below_zero_and_may_charge_extra<S: Store>(s: S) {
+        let c = fixed("t", 100, 10);
+        let now = T0 + 5_000;
+        run(&s, now, std::slice::from_ref(&c)).await;
+        assert!(s.correct(now, "a", &[fix(&c, now, -50)]).await.unwrap());
+        assert_eq!(count(&s, now, &c).await, counts(0, 0));
+        // Real usage above the estimate is charged, past the limit if need be.
+        assert!(s.correct(now, "b", &[fix(&c, now, 130)]).await.unwrap());
+        assert_eq!(count(&s, now, &c).await, counts(0, 130));
+        // On a counter never written (or expired) an extra charge creates it.
+        let fresh = fixed("fresh", 100, 0);
+        assert!(s.correct(now, "c", &[fix(&fresh, now, 7)]).await.unwrap());
+        assert_eq!(count(&s, now, &fresh).await, counts(0, 7));
+    }
+
+    pub async fn a_reservation_is_corrected_in_its_own_window<S: Store>(s: S) {
+        let c = sliding("w", 1000, 600);
+        let reserved = T0 + 59_000;
+        run(&s, reserved, std::slice::from_ref(&c)).await;
+        // The next window: the reservation is now the previous window's count.
+        let now = T0 + MIN + 1_000;
+        run(&s, now, &[sliding("w", 1000, 5)]).await;
+        assert!(
+            s.correct(now, "p", &[fix(&c, reserved, -500)])
+                .await
+                .unwrap()
+        );
+        assert_eq!(count(&s, now, &c).await, counts(100, 5));
+        // Two windows later nothing reads it: the correction is dropped.
+        let later = T0 + 2 * MIN + 1_000;
+        assert!(
+            s.correct(later, "q", &[fix(&c, reserved, 300)])
+                .await
+                .unwrap()
+        );
+        assert_eq!(count(&s, later, &c).await, counts(5, 0));
+    }
+
+    pub async fn concurrent_retries_apply_once<S: Store + Clone>(s: S) {
+        let c = fixed("burst", 10_000, 5_000);
+        let now = T0 + 2_000;
+        run(&s, now, std::slice::from_ref(&c)).await;
+        let s = Arc::new(s);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (s, c) = (s.clone(), c.clone());
+                tokio::spawn(
+                    async move { s.correct(now, "same", &[fix(&c, now, -1)]).await.unwrap() },
+                )
+            })
+            .collect();
+        let mut applied = 0;
+        for t in tasks {
+            applied += usize::from(t.await.unwrap());
+        }
+        assert_eq!(applied, 1);
+        assert_eq!(count(&*s, now, &c).await, counts(0, 4_999));
+    }
+}
+
 /// Instantiates every case for one store: `suite!(module, async fn making (store, guard))`.
 macro_rules! suite {
     ($name:ident, $make:path) => {
@@ -381,7 +470,22 @@ macro_rules! suite {
                 empty_request_is_admitted,
                 concurrent_requests_admit_exactly_the_limit,
             );
+            suite!(@fixes $make;
+                refund_frees_room_once_per_id,
+                corrections_never_go_below_zero_and_may_charge_extra,
+                a_reservation_is_corrected_in_its_own_window,
+                concurrent_retries_apply_once,
+            );
         }
+    };
+    (@fixes $make:path; $($case:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make().await;
+                corrections::$case(store).await;
+            }
+        )*
     };
     (@cases $make:path; $($case:ident,)*) => {
         $(
@@ -445,6 +549,23 @@ impl<S: Store> Store for Namespaced<S> {
             })
             .collect();
         self.store.check_and_charge(now_ms, &charges).await
+    }
+
+    async fn correct(
+        &self,
+        now_ms: u64,
+        id: &str,
+        corrections: &[Correction],
+    ) -> Result<bool, StoreError> {
+        let corrections: Vec<Correction> = corrections
+            .iter()
+            .map(|c| Correction {
+                key: format!("{}{}", self.prefix, c.key),
+                ..c.clone()
+            })
+            .collect();
+        let id = format!("{}{id}", self.prefix.trim_end_matches('-'));
+        self.store.correct(now_ms, &id, &corrections).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::raw::{RawDescriptor, RawFile, RawRateLimit};
-use super::{Config, Kind, Limit, Node, Pattern, Unit};
+use super::{Config, Kind, Limit, MICROS, Node, Pattern, Unit};
 use crate::store::Mode;
 use crate::window::{Algorithm, Window};
 
@@ -281,11 +281,27 @@ impl Compiler<'_> {
                 return Err(self.error(&format!("{place}.unit"), "missing (or set unlimited: true)".into()));
             }
         };
-        let per_unit = match (rl.requests_per_unit, rl.unlimited) {
-            (Some(n), _) => n,
-            (None, true) => 0,
-            (None, false) => {
-                return Err(self.error(&format!("{place}.requests_per_unit"), "missing".into()));
+        let per_unit = match (rl.requests_per_unit, rl.budget, rl.unlimited) {
+            (Some(_), Some(_), _) => {
+                return Err(self.error(
+                    &format!("{place}.budget"),
+                    "set either requests_per_unit or budget, not both".into(),
+                ));
+            }
+            (Some(n), None, _) => n,
+            (None, Some(b), _) if !(b.is_finite() && b > 0.0 && b * MICROS < 9e15) => {
+                return Err(self.error(
+                    &format!("{place}.budget"),
+                    format!("must be a positive amount of currency, got {b}"),
+                ));
+            }
+            (None, Some(b), _) => (b * MICROS).round() as u64,
+            (None, None, true) => 0,
+            (None, None, false) => {
+                return Err(self.error(
+                    &format!("{place}.requests_per_unit"),
+                    "missing (or set budget for a spend limit)".into(),
+                ));
             }
         };
         let algorithm = match rl
@@ -294,6 +310,8 @@ impl Compiler<'_> {
             .map(str::to_ascii_lowercase)
             .as_deref()
         {
+            // A budget resets at the window's start (midnight UTC for a day), as billing does.
+            None if rl.budget.is_some() => Algorithm::Fixed,
             None | Some("sliding") => Algorithm::Sliding,
             Some("fixed") => Algorithm::Fixed,
             Some(_) => {
@@ -307,13 +325,27 @@ impl Compiler<'_> {
             }
         };
         let kind = match rl.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None if rl.budget.is_some() => Kind::Budget,
+            Some("budget") if rl.budget.is_some() => Kind::Budget,
+            Some("budget") => {
+                return Err(self.error(
+                    &format!("{place}.budget"),
+                    "missing: a budget limit takes `budget: AMOUNT` (currency per unit)".into(),
+                ));
+            }
+            _ if rl.budget.is_some() => {
+                return Err(self.error(
+                    &format!("{place}.kind"),
+                    "must be budget (or left out) when budget is set".into(),
+                ));
+            }
             None | Some("requests") => Kind::Requests,
             Some("tokens") => Kind::Tokens,
             Some(_) => {
                 return Err(self.error(
                     &format!("{place}.kind"),
                     format!(
-                        "invalid kind '{}' (expected requests or tokens)",
+                        "invalid kind '{}' (expected requests, tokens or budget)",
                         rl.kind.as_deref().unwrap_or("")
                     ),
                 ));

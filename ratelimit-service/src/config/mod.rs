@@ -70,21 +70,36 @@ impl Unit {
     }
 }
 
-/// Which OpenAI header family (`x-ratelimit-*-requests` or `-tokens`) a limit feeds.
+/// What a limit counts, and so which header family (`x-ratelimit-*-requests`, `-tokens`,
+/// `-budget`) it feeds. Token and budget limits are reserved at admission and reconciled with
+/// the real usage afterwards (`usage.rs`); request counts never change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Requests,
     Tokens,
+    /// Spend, counted in millionths of the currency unit.
+    Budget,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Requests, Kind::Tokens, Kind::Budget];
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Requests => "requests",
             Kind::Tokens => "tokens",
+            Kind::Budget => "budget",
         }
     }
+
+    /// Reserved on an estimate, so corrected by usage reports.
+    pub fn reconciled(self) -> bool {
+        self != Kind::Requests
+    }
 }
+
+/// Millionths of a currency unit per unit: budgets are integers in the stores.
+pub const MICROS: f64 = 1_000_000.0;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limit {

@@ -46,8 +46,12 @@ pub struct RawRateLimit {
     pub replaces: Vec<RawReplaces>,
     /// Extension: `sliding` (default) or `fixed`.
     pub algorithm: Option<String>,
-    /// Extension: `requests` (default) or `tokens`: which OpenAI header family the limit feeds.
+    /// Extension: `requests` (default), `tokens` or `budget`: what the limit counts and which
+    /// `x-ratelimit-*` header family it feeds.
     pub kind: Option<String>,
+    /// Extension: a spend limit in currency units per `unit` (e.g. `5.00`), instead of
+    /// `requests_per_unit`; implies `kind: budget`. Counted in millionths.
+    pub budget: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

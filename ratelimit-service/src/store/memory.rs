@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::{Charge, Counts, Outcome, Store, StoreError, decide};
+use super::{Charge, Correction, Counts, Outcome, REPORT_ID_TTL_MS, Store, StoreError, decide};
 use crate::window::Algorithm;
 
 const SHARDS: usize = 64;
@@ -51,6 +51,8 @@ type Shard = HashMap<String, Slot>;
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// Ids of applied usage reports → when they may be forgotten (Unix ms).
+    reports: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl Default for MemoryStore {
@@ -64,6 +66,7 @@ impl MemoryStore {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
+            reports: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -131,8 +134,44 @@ impl MemoryStore {
         }
     }
 
-    /// Drops every counter no window can read any more.
+    /// Applies a usage report's corrections once per id: see [`Store::correct`].
+    pub fn apply_correction(&self, now_ms: u64, id: &str, corrections: &[Correction]) -> bool {
+        {
+            let mut seen = self.reports.lock();
+            if seen.get(id).is_some_and(|&until| until > now_ms) {
+                return false;
+            }
+            seen.insert(id.to_string(), now_ms + REPORT_ID_TTL_MS);
+        }
+        for c in corrections.iter().filter(|c| c.live(now_ms)) {
+            let mut map = self.shards[self.shard_of(&c.key)].lock();
+            let shift = |n: u64| n.saturating_add_signed(c.delta);
+            match map.get_mut(&c.key) {
+                Some(s) if s.index == c.index => s.curr = shift(s.curr),
+                Some(s) if s.index == c.index + 1 => s.prev = shift(s.prev),
+                // The counter is older than the reservation's window, or gone: only an extra
+                // charge has anything to add to.
+                slot if c.delta > 0 => {
+                    let base = slot.map(|s| s.at(c.index)).unwrap_or_default();
+                    map.insert(
+                        c.key.clone(),
+                        Slot {
+                            index: c.index,
+                            curr: shift(base.curr),
+                            prev: base.prev,
+                            expires_ms: now_ms + c.ttl_ms(now_ms),
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
+    /// Drops every counter no window can read any more, and report ids past their time.
     pub fn sweep(&self, now_ms: u64) -> usize {
+        self.reports.lock().retain(|_, until| *until > now_ms);
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.lock();
@@ -171,6 +210,15 @@ impl Store for MemoryStore {
         charges: &[Charge],
     ) -> Result<Outcome, StoreError> {
         Ok(self.apply(now_ms, charges))
+    }
+
+    async fn correct(
+        &self,
+        now_ms: u64,
+        id: &str,
+        corrections: &[Correction],
+    ) -> Result<bool, StoreError> {
+        Ok(self.apply_correction(now_ms, id, corrections))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,7 +4,11 @@
 //!
 //! Stores: [`memory`] (one process), [`redis`] (one Redis shared by every process),
 //! [`redis_cluster`] (a Redis Cluster; the same script per hash slot). The Redis stores share
-//! their connection handling (`link.rs`) and scripts (`script.rs`, `check.lua`, `refund.lua`).
+//! their connection handling (`link.rs`) and scripts (`script.rs`, `check.lua`, `refund.lua`,
+//! `correct.lua`).
+//!
+//! Besides admission, a store applies usage reports' corrections ([`Store::correct`]): tokens
+//! and spend are reserved on an estimate and corrected once the real usage is known.
 
 mod link;
 pub mod memory;
@@ -75,6 +79,43 @@ impl StoreError {
     }
 }
 
+/// One counter's correction once a request's real usage is known: real minus reserved,
+/// applied to the window the reservation went into (never taking a counter below zero).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Correction {
+    /// Counter identity without the window index (see `keys::counter_key`).
+    pub key: String,
+    pub window: Window,
+    /// Window index of the reservation.
+    pub index: u64,
+    pub delta: i64,
+}
+
+impl Correction {
+    /// Whether any window still reads the reservation's counter at `now_ms`: the current one,
+    /// or for a sliding window also the previous one. Older corrections are dropped.
+    pub fn live(&self, now_ms: u64) -> bool {
+        let current = self.window.index(now_ms);
+        self.index == current
+            || (self.window.algorithm == crate::window::Algorithm::Sliding
+                && self.index + 1 == current)
+    }
+
+    /// How long a counter this correction creates must be kept, from `now_ms`.
+    pub fn ttl_ms(&self, now_ms: u64) -> u64 {
+        let end = (self.index + 1).saturating_mul(self.window.len_ms);
+        let read_after = match self.window.algorithm {
+            crate::window::Algorithm::Sliding => self.window.len_ms,
+            crate::window::Algorithm::Fixed => 0,
+        };
+        (end + read_after).saturating_sub(now_ms).max(1)
+    }
+}
+
+/// How long a usage report's id is remembered: a report retried within this time is applied
+/// once. The filter gives up on a report long before (a few attempts within seconds).
+pub const REPORT_ID_TTL_MS: u64 = 10 * 60 * 1000;
+
 pub trait Store: Send + Sync + 'static {
     /// Checks every charge at `now_ms` (Unix milliseconds) and adds the hits of all of them
     /// only if [`decide`] admits the request: one atomic step.
@@ -83,6 +124,16 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         charges: &[Charge],
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// Applies the live `corrections` of usage report `id` unless a report with this id was
+    /// applied in the last [`REPORT_ID_TTL_MS`]. `Ok(true)`: applied now; `Ok(false)`: a
+    /// duplicate, nothing changed.
+    fn correct(
+        &self,
+        now_ms: u64,
+        id: &str,
+        corrections: &[Correction],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Cheap reachability probe for health reporting.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -115,6 +166,19 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.check_and_charge(now_ms, charges).await,
             AnyStore::Redis(s) => s.check_and_charge(now_ms, charges).await,
             AnyStore::RedisCluster(s) => s.check_and_charge(now_ms, charges).await,
+        }
+    }
+
+    async fn correct(
+        &self,
+        now_ms: u64,
+        id: &str,
+        corrections: &[Correction],
+    ) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.correct(now_ms, id, corrections).await,
+            AnyStore::Redis(s) => s.correct(now_ms, id, corrections).await,
+            AnyStore::RedisCluster(s) => s.correct(now_ms, id, corrections).await,
         }
     }
 

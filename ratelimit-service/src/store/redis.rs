@@ -42,8 +42,8 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::link::{Circuit, Link};
 pub use super::link::{RETRY_EVERY, STALE_AFTER};
-use super::script::{CHECK, check_call, parse_reply};
-use super::{Charge, Outcome, Store, StoreError};
+use super::script::{CHECK, CORRECT, check_call, correct_call, parse_correct_reply, parse_reply};
+use super::{Charge, Correction, Outcome, Store, StoreError};
 pub use crate::keys::REDIS_PREFIX as KEY_PREFIX;
 use crate::keys::{RedisLayout, redis_key};
 
@@ -125,6 +125,23 @@ impl Store for RedisStore {
             })
             .await?;
         parse_reply(reply, charges.len())
+    }
+
+    async fn correct(
+        &self,
+        now_ms: u64,
+        id: &str,
+        corrections: &[Correction],
+    ) -> Result<bool, StoreError> {
+        let call = &correct_call(RedisLayout::Plain, now_ms, id, corrections);
+        let inner = &*self.inner;
+        let reply = inner
+            .link
+            .call(&inner.circuit, |mut conn| async move {
+                CORRECT.run(&mut conn, call).await
+            })
+            .await?;
+        parse_correct_reply(reply)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

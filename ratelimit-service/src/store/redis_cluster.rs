@@ -56,9 +56,12 @@ use ::redis::{ErrorKind, RedisError, Value};
 use futures_util::future::{join_all, try_join_all};
 
 use super::link::{Circuit, Link, millis};
-use super::script::{CHECK, Call, Lua, REFUND, check_call, parse_reply, refund_call};
-use super::{Charge, Counts, Outcome, Store, StoreError, decide};
-use crate::keys::{RedisLayout, redis_key};
+use super::script::{
+    CHECK, CORRECT, Call, Lua, REFUND, check_call, correct_call, parse_correct_reply, parse_reply,
+    refund_call,
+};
+use super::{Charge, Correction, Counts, Outcome, Store, StoreError, decide};
+use crate::keys::{RedisLayout, redis_key, report_key};
 
 /// Hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
@@ -303,6 +306,42 @@ impl Store for RedisClusterStore {
             }
             _ => self.check_split(now_ms, charges, &groups).await,
         }
+    }
+
+    /// One `correct.lua` call per slot that the corrections touch, each with the report id in
+    /// its own slot: every slot applies a report at most once, so a retry after a partial
+    /// failure applies exactly the slots that missed it. Applied if any slot applied it now.
+    async fn correct(
+        &self,
+        now_ms: u64,
+        id: &str,
+        corrections: &[Correction],
+    ) -> Result<bool, StoreError> {
+        let mut groups: Vec<(u16, Vec<&Correction>)> = Vec::new();
+        for c in corrections
+            .iter()
+            .filter(|c| c.live(now_ms) && c.delta != 0)
+        {
+            let slot = key_slot(&redis_key(RedisLayout::HashTagged, &c.key, c.index));
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, members)) => members.push(c),
+                None => groups.push((slot, vec![c])),
+            }
+        }
+        if groups.is_empty() {
+            let call = correct_call(RedisLayout::HashTagged, now_ms, id, []);
+            let slot = key_slot(&report_key(RedisLayout::HashTagged, None, id));
+            return parse_correct_reply(self.run(slot, &CORRECT, &call).await?);
+        }
+        let runs = groups.iter().map(|(slot, members)| async move {
+            let call = correct_call(RedisLayout::HashTagged, now_ms, id, members.iter().copied());
+            parse_correct_reply(self.run(*slot, &CORRECT, &call).await?)
+        });
+        let mut applied = false;
+        for result in join_all(runs).await {
+            applied |= result?;
+        }
+        Ok(applied)
     }
 
     /// Pings the master of every slot range the cluster reports, by address: the cluster

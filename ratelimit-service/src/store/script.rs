@@ -1,4 +1,4 @@
-//! The Lua scripts of the Redis stores (`check.lua`, `refund.lua`): their arguments, how they
+//! The Lua scripts of the Redis stores (`check.lua`, `refund.lua`, `correct.lua`): their arguments, how they
 //! are sent, and the check script's reply.
 //!
 //! A script is sent by hash (`EVALSHA`); when Redis answers `NOSCRIPT` (after a restart, a
@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 use ::redis::aio::ConnectionLike;
 use ::redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
-use super::{Charge, Counts, Mode, Outcome, StoreError};
-use crate::keys::{RedisLayout, redis_key, redis_previous_key};
+use super::{Charge, Correction, Counts, Mode, Outcome, REPORT_ID_TTL_MS, StoreError};
+use crate::keys::{RedisLayout, redis_key, redis_previous_key, report_key};
 use crate::window::Algorithm;
 
 /// A script and its SHA-1.
@@ -27,6 +27,9 @@ pub(super) struct Lua {
 pub(super) static CHECK: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("check.lua")));
 /// Layout of its arguments: see the header of the file.
 pub(super) static REFUND: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("refund.lua")));
+
+/// Layout of its arguments and reply: see the header of the file.
+pub(super) static CORRECT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("correct.lua")));
 
 /// The keys and arguments of one script call.
 #[derive(Debug, Default)]
@@ -132,6 +135,40 @@ pub(super) fn refund_call<'a>(
     call
 }
 
+/// The `correct.lua` call for report `id`'s live `corrections` at `now_ms`.
+pub(super) fn correct_call<'a>(
+    layout: RedisLayout,
+    now_ms: u64,
+    id: &str,
+    corrections: impl IntoIterator<Item = &'a Correction>,
+) -> Call {
+    let live: Vec<&Correction> = corrections
+        .into_iter()
+        .filter(|c| c.live(now_ms) && c.delta != 0)
+        .collect();
+    let mut call = Call::default();
+    call.keys
+        .push(report_key(layout, live.first().map(|c| c.key.as_str()), id));
+    call.args.push(REPORT_ID_TTL_MS.to_string());
+    for c in live {
+        call.keys.push(redis_key(layout, &c.key, c.index));
+        call.args.push(c.delta.to_string());
+        call.args.push(c.ttl_ms(now_ms).to_string());
+    }
+    call
+}
+
+/// Parses the correct script's reply: 1 applied, 0 duplicate.
+pub(super) fn parse_correct_reply(reply: Value) -> Result<bool, StoreError> {
+    match reply {
+        Value::Int(1) => Ok(true),
+        Value::Int(0) => Ok(false),
+        other => Err(StoreError::Protocol(format!(
+            "correct script: expected 0 or 1, got {other:?}"
+        ))),
+    }
+}
+
 /// Parses the check script's reply: `[admitted, prev_1, curr_1, charged_1, ...]`.
 pub(super) fn parse_reply(reply: Value, n: usize) -> Result<Outcome, StoreError> {
     let bad = |what: String| StoreError::Protocol(format!("check script: {what}"));
@@ -222,6 +259,22 @@ mod tests {
             hits: 0,
             ..c.clone()
         };
+        let fix = |index, delta| Correction {
+            key: "d|t=a|1000".into(),
+            window: Window::new(1_000, Algorithm::Fixed),
+            index,
+            delta,
+        };
+        let call = correct_call(
+            RedisLayout::HashTagged,
+            10_250,
+            "r1",
+            [&fix(10, -7), &fix(9, 3), &fix(10, 0)],
+        );
+        assert_eq!(call.keys, ["rls:{d|t=a}|report=r1", "rls:{d|t=a}|1000:10"]);
+        assert_eq!(call.args, ["600000", "-7", "750"]);
+        let none = correct_call(RedisLayout::HashTagged, 10_250, "r2", []);
+        assert_eq!(none.keys, ["rls:{report=r2}"]);
         let refund = refund_call(RedisLayout::HashTagged, 10_250, [&c, &zero]);
         assert_eq!(refund.keys, ["rls:{d|t=a}|1000:10"]);
         assert_eq!(refund.args, ["2"]);
