@@ -265,6 +265,13 @@ class Service:
         """Sum of the samples of `name` whose labels include `labels` (None when absent)."""
         return metric_value(self.metrics(), name, labels)
 
+    def usage(self, domain: str, *entries: str) -> dict:
+        """GET /v1/usage: the limit `entries` ("key=value") match in `domain`, and what its
+        counter holds now (`used`, `remaining`)."""
+        r = self.get("/v1/usage", params=[("domain", domain)] + [("entry", e) for e in entries])
+        assert r.status_code == 200, f"/v1/usage answered {r.status_code}: {r.text}"
+        return r.json()
+
     def wait_ready(self) -> "Service":
         def ready():
             self.proc.check_alive()
@@ -658,6 +665,10 @@ class MockProvider:
 
     def clear_requests(self) -> None:
         requests.delete(self.url + "/_mock/requests", timeout=5).raise_for_status()
+
+    def usage(self) -> dict:
+        """What this mock charged so far (its /_mock/usage ledger)."""
+        return requests.get(self.url + "/_mock/usage", timeout=5).json()
 
 
 def start_mock_provider(harness: Harness, name: str = "mock", *, openai_key: str | None = None,

@@ -22,6 +22,33 @@ struct RawConfig {
     default_max_output_tokens: Option<u32>,
     #[serde(default)]
     deployment_header: bool,
+    accounting: Option<RawAccounting>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccounting {
+    cluster: String,
+    domain: String,
+    #[serde(default)]
+    reservations: Vec<RawReservation>,
+    timeout_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    flush_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReservation {
+    descriptor: Vec<String>,
+    amount: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    prompt: f64,
+    completion: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +64,7 @@ struct RawKey {
 #[serde(deny_unknown_fields)]
 struct RawModel {
     tokenizer: Option<String>,
+    price: Option<RawPrice>,
     deployments: Vec<RawDeployment>,
 }
 
@@ -110,11 +138,63 @@ pub struct Deployment {
     pub priority: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     pub encoding: Encoding,
     pub deployments: Vec<Deployment>,
+    /// What a million tokens cost, in currency units; `None`: the model costs nothing here.
+    pub price: Option<Price>,
 }
+
+/// Currency units per million tokens. Spend is counted in millionths of a unit, so a token
+/// costs exactly its per-million price in millionths.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    pub prompt: f64,
+    pub completion: f64,
+}
+
+impl Price {
+    /// Spend of `prompt` and `completion` tokens, in millionths of the currency unit.
+    pub fn micros(&self, prompt: u64, completion: u64) -> u64 {
+        (prompt as f64 * self.prompt + completion as f64 * self.completion).round() as u64
+    }
+}
+
+/// What the filter reserves per request besides the request itself, and where it reports the
+/// real usage (ratelimit-service's `llmgateway.usage.v1.UsageService`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accounting {
+    /// Envoy cluster (HTTP/2) of ratelimit-service.
+    pub cluster: String,
+    /// The rate-limit filter's domain.
+    pub domain: String,
+    /// The descriptors whose `hits_addend` is an estimate, exactly as Envoy's `rate_limits`
+    /// build them: their corrections go into the same counters.
+    pub reservations: Vec<Reservation>,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    pub flush_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// `(key, value template)`: the template is literal text or one of `{tenant}`, `{tier}`,
+    /// `{model}`, `{deployment}`.
+    pub descriptor: Vec<(String, String)>,
+    pub amount: Amount,
+}
+
+/// What a reserved descriptor's `hits_addend` counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    /// `%FILTER_STATE(wasm.llm_estimate:PLAIN)%`
+    Tokens,
+    /// `%FILTER_STATE(wasm.llm_cost_estimate:PLAIN)%`, millionths of the currency unit.
+    Cost,
+}
+
+pub const PLACEHOLDERS: [&str; 4] = ["{tenant}", "{tier}", "{model}", "{deployment}"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -122,7 +202,7 @@ pub struct Identity {
     pub tier: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// SHA-256 of the key (raw 32 bytes) → who it is.
     pub keys: HashMap<[u8; 32], Identity>,
@@ -130,6 +210,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub default_max_output_tokens: u32,
     pub deployment_header: bool,
+    /// `None`: reservations are never reconciled (estimate-only).
+    pub accounting: Option<Accounting>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +241,67 @@ fn err(place: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// Header values the filter sets must be plain tokens: no spoofable separators or controls.
+fn accounting(raw: RawAccounting) -> Result<Accounting, ConfigError> {
+    for (field, v) in [("cluster", &raw.cluster), ("domain", &raw.domain)] {
+        if v.is_empty() {
+            return Err(err(format!("accounting.{field}"), "must not be empty"));
+        }
+    }
+    let mut reservations = Vec::new();
+    for (i, r) in raw.reservations.into_iter().enumerate() {
+        let here = format!("accounting.reservations[{i}]");
+        let amount = match r.amount.as_str() {
+            "tokens" => Amount::Tokens,
+            "cost" => Amount::Cost,
+            other => {
+                return Err(err(
+                    format!("{here}.amount"),
+                    format!("unknown amount '{other}' (expected tokens or cost)"),
+                ));
+            }
+        };
+        if r.descriptor.is_empty() {
+            return Err(err(
+                format!("{here}.descriptor"),
+                "needs at least one entry",
+            ));
+        }
+        let mut descriptor = Vec::new();
+        for (j, e) in r.descriptor.iter().enumerate() {
+            let at = format!("{here}.descriptor[{j}]");
+            let Some((k, v)) = e
+                .split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            else {
+                return Err(err(at, format!("'{e}' must be key=value")));
+            };
+            if v.contains('{') && !PLACEHOLDERS.contains(&v) {
+                return Err(err(
+                    at,
+                    format!(
+                        "unknown placeholder '{v}' (expected one of {})",
+                        PLACEHOLDERS.join(", ")
+                    ),
+                ));
+            }
+            descriptor.push((k.to_string(), v.to_string()));
+        }
+        reservations.push(Reservation { descriptor, amount });
+    }
+    let max_attempts = raw.max_attempts.unwrap_or(5);
+    if max_attempts == 0 {
+        return Err(err("accounting.max_attempts", "must be at least 1"));
+    }
+    Ok(Accounting {
+        cluster: raw.cluster,
+        domain: raw.domain,
+        reservations,
+        timeout_ms: raw.timeout_ms.unwrap_or(1000).max(1),
+        max_attempts,
+        flush_interval_ms: raw.flush_interval_ms.unwrap_or(50).clamp(1, 10_000),
+    })
+}
+
 fn header_safe(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -268,15 +411,37 @@ impl Config {
                     priority: d.priority,
                 });
             }
+            let price = match m.price {
+                Some(p) => {
+                    for (field, v) in [("prompt", p.prompt), ("completion", p.completion)] {
+                        if !(v.is_finite() && v >= 0.0) {
+                            return Err(err(
+                                format!("{here}.price.{field}"),
+                                format!(
+                                    "must be a non-negative amount per million tokens, got {v}"
+                                ),
+                            ));
+                        }
+                    }
+                    Some(Price {
+                        prompt: p.prompt,
+                        completion: p.completion,
+                    })
+                }
+                None => None,
+            };
             models.insert(
                 name,
                 Model {
                     encoding,
                     deployments,
+                    price,
                 },
             );
         }
+        let accounting = raw.accounting.map(accounting).transpose()?;
         Ok(Config {
+            accounting,
             keys,
             models,
             max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
@@ -358,6 +523,26 @@ mod tests {
             (
                 "models: {m: {tokenizer: p50k, deployments: [{name: a, cluster: c, provider: openai}]}}",
                 "models.m.tokenizer: unknown tokenizer 'p50k' (expected o200k or cl100k)",
+            ),
+            (
+                "models: {m: {price: {prompt: -1, completion: 2}, deployments: [{name: a, cluster: c, provider: openai}]}}",
+                "models.m.price.prompt: must be a non-negative amount per million tokens, got -1",
+            ),
+            (
+                "accounting: {cluster: '', domain: d}",
+                "accounting.cluster: must not be empty",
+            ),
+            (
+                "accounting: {cluster: r, domain: d, reservations: [{descriptor: [tenant], amount: tokens}]}",
+                "accounting.reservations[0].descriptor[0]: 'tenant' must be key=value",
+            ),
+            (
+                "accounting: {cluster: r, domain: d, reservations: [{descriptor: ['tenant={user}'], amount: tokens}]}",
+                "accounting.reservations[0].descriptor[0]: unknown placeholder '{user}' (expected one of {tenant}, {tier}, {model}, {deployment})",
+            ),
+            (
+                "accounting: {cluster: r, domain: d, reservations: [{descriptor: ['a=b'], amount: dollars}]}",
+                "accounting.reservations[0].amount: unknown amount 'dollars' (expected tokens or cost)",
             ),
         ];
         for (text, want) in cases {

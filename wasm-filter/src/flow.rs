@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use crate::api::Api;
 use crate::auth::{AuthError, authenticate};
-use crate::config::{Config, Deployment, Encoding, Identity, Provider};
+use crate::config::{Config, Deployment, Encoding, Identity, Price, Provider};
 use crate::errors::GatewayError;
+use crate::estimate::max_output_tokens;
+use crate::meter::{Format, Meter};
 use crate::select::choose;
 
 /// Headers the filter sets for the filters after it. Clients' copies are always removed first,
@@ -27,14 +29,14 @@ pub const INTERNAL_HEADERS: [&str; 6] = [
 /// key from Envoy's credential injector).
 pub const CLIENT_KEY_HEADERS: [&str; 3] = crate::auth::KEY_HEADERS;
 
-/// Estimates a request's tokens (prompt + requested output).
+/// Estimates a request's prompt tokens; the output reservation is the request's own limit.
 pub trait Estimator {
-    fn estimate(&self, api: Api, body: &Value, encoding: Encoding, default_max_output: u32) -> u64;
+    fn prompt_tokens(&self, api: Api, body: &Value, encoding: Encoding) -> u64;
 }
 
 impl Estimator for crate::estimate::Tokenizers {
-    fn estimate(&self, api: Api, body: &Value, encoding: Encoding, default_max_output: u32) -> u64 {
-        crate::estimate::Tokenizers::estimate(self, api, body, encoding, default_max_output)
+    fn prompt_tokens(&self, api: Api, body: &Value, encoding: Encoding) -> u64 {
+        crate::estimate::Tokenizers::prompt_tokens(self, api, body, encoding)
     }
 }
 
@@ -162,8 +164,22 @@ pub struct Routed {
     pub provider: Provider,
     /// The new request body, or `None` when the client's body goes upstream unchanged.
     pub body: Option<Vec<u8>>,
-    /// Tokens to reserve (filter state `wasm.llm_estimate`, the token limits' hits_addend).
+    /// Tokens to reserve (filter state `wasm.llm_estimate`, the token limits' hits_addend):
+    /// `prompt_estimate + output_estimate`.
     pub estimate: u64,
+    pub prompt_estimate: u64,
+    /// The request's output limit (or the configured default).
+    pub output_estimate: u64,
+    /// Spend to reserve, millionths of the currency unit (filter state
+    /// `wasm.llm_cost_estimate`); 0 for a model without a price.
+    pub cost_estimate: u64,
+    pub price: Option<Price>,
+    pub encoding: Encoding,
+    /// The deployment speaks Anthropic's API (where its usage is in the response).
+    pub upstream_anthropic: bool,
+    /// The gateway asked the provider for a usage chunk the client did not ask for: it is
+    /// removed from the stream the client gets.
+    pub hide_usage: bool,
     pub response: ResponseShape,
     /// The model the client asked for (answers carry it back).
     pub client_model: String,
@@ -228,7 +244,12 @@ pub fn on_request_body(
             }
         )));
     }
-    let estimate = estimator.estimate(api, &json, model.encoding, config.default_max_output_tokens);
+    let prompt_estimate = estimator.prompt_tokens(api, &json, model.encoding);
+    let output_estimate = max_output_tokens(api, &json, config.default_max_output_tokens);
+    let estimate = prompt_estimate.saturating_add(output_estimate);
+    let cost_estimate = model
+        .price
+        .map_or(0, |p| p.micros(prompt_estimate, output_estimate));
     let dep = choose(&compatible, healthy, draw)
         .ok_or_else(|| GatewayError::no_deployment(&model_name))?;
     let target = upstream_api(api, dep.provider).unwrap_or(api);
@@ -237,9 +258,18 @@ pub fn on_request_body(
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    // An OpenAI stream reports usage only when asked; accounting needs it, so the gateway asks
+    // and hides the answer from a client that did not.
+    let hide_usage = config.accounting.is_some()
+        && stream
+        && !include_usage
+        && matches!(
+            (api, target),
+            (Api::Chat, Api::Chat) | (Api::Completions, Api::Completions)
+        );
     let (upstream, response) = match (api.is_anthropic(), target.is_anthropic()) {
         // Same API and model name: forward the client's bytes, no re-serialization.
-        (a, b) if a == b && dep.model == model_name => (None, ResponseShape::AsIs),
+        (a, b) if a == b && dep.model == model_name && !hide_usage => (None, ResponseShape::AsIs),
         (false, true) => (
             crate::translate::openai_to_anthropic_request(
                 &json,
@@ -261,6 +291,16 @@ pub fn on_request_body(
             if let Some(m) = j.get_mut("model") {
                 *m = Value::String(dep.model.clone());
             }
+            if hide_usage && let Some(o) = j.as_object_mut() {
+                let options = o
+                    .entry("stream_options")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(opts) = options.as_object_mut() {
+                    opts.insert("include_usage".into(), Value::Bool(true));
+                } else {
+                    *options = serde_json::json!({"include_usage": true});
+                }
+            }
             (Some(j), ResponseShape::AsIs)
         }
     };
@@ -274,6 +314,13 @@ pub fn on_request_body(
         provider: dep.provider,
         body,
         estimate,
+        prompt_estimate,
+        output_estimate,
+        cost_estimate,
+        price: model.price,
+        encoding: model.encoding,
+        upstream_anthropic: target.is_anthropic(),
+        hide_usage,
         response,
         client_model: model_name,
         stream,
@@ -358,6 +405,25 @@ pub struct ResponseStep {
     pub remove: Vec<&'static str>,
     pub set: Vec<(&'static str, String)>,
     pub body: ResponseBody,
+    /// Reads the real usage from the provider's body (before any translation); `None` for an
+    /// error answer, which used nothing.
+    pub meter: Option<Meter>,
+}
+
+/// The meter for a provider's answer: where its usage is depends on its API and on whether it
+/// streams.
+fn meter_for(routed: &Routed, status: u16, sse: bool) -> Option<Meter> {
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    Some(Meter::new(match (sse, routed.upstream_anthropic) {
+        (false, _) => Format::Json,
+        (true, true) => Format::AnthropicSse,
+        (true, false) => Format::OpenAiSse {
+            // Translated streams are rebuilt by the translator, which drops it itself.
+            hide_usage: routed.hide_usage && routed.response == ResponseShape::AsIs,
+        },
+    }))
 }
 
 /// Decides the response handling from the upstream status and content type. `id` makes
@@ -374,14 +440,21 @@ pub fn on_response_headers(
     if config.deployment_header {
         set.push(("x-llm-deployment", routed.deployment.clone()));
     }
+    let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
+    let meter = meter_for(routed, status, sse);
     if routed.response == ResponseShape::AsIs {
         return ResponseStep {
-            remove: Vec::new(),
+            // The stream may lose its usage chunk: its length changes.
+            remove: if routed.hide_usage && sse {
+                vec!["content-length"]
+            } else {
+                Vec::new()
+            },
             set,
             body: ResponseBody::PassThrough,
+            meter,
         };
     }
-    let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
     let body = if sse && (200..300).contains(&status) {
         ResponseBody::Stream(Box::new(match routed.response {
             ResponseShape::AnthropicToOpenAi => StreamTranslation::AnthropicToOpenAi(
@@ -412,6 +485,7 @@ pub fn on_response_headers(
         remove: vec!["content-length"],
         set,
         body,
+        meter,
     }
 }
 
@@ -423,6 +497,7 @@ pub fn on_local_reply_headers() -> ResponseStep {
         remove: Vec::new(),
         set: Vec::new(),
         body: ResponseBody::PassThrough,
+        meter: None,
     }
 }
 
@@ -451,7 +526,7 @@ models:
 
     struct Fixed(u64);
     impl Estimator for Fixed {
-        fn estimate(&self, _: Api, _: &Value, _: Encoding, _: u32) -> u64 {
+        fn prompt_tokens(&self, _: Api, _: &Value, _: Encoding) -> u64 {
             self.0
         }
     }
@@ -627,13 +702,73 @@ models:
     }
 
     #[test]
+    fn accounting_asks_openai_streams_for_usage_and_hides_it() {
+        let text = format!("{CONFIG}\naccounting: {{cluster: ratelimit, domain: llm}}\n");
+        let mut c = Config::parse(text.as_bytes()).unwrap();
+        if let Some(m) = c.models.get_mut("gpt-4o-mini") {
+            m.price = Some(Price {
+                prompt: 0.5,
+                completion: 2.0,
+            });
+        }
+        let run = |req: Value| {
+            on_request_body(
+                &c,
+                &pending(Api::Chat),
+                &serde_json::to_vec(&req).unwrap(),
+                &Fixed(10),
+                |_| true,
+                0.1,
+            )
+            .unwrap()
+        };
+        let quiet = run(
+            serde_json::json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 20,
+            "stream_options": {"other": 1}, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert!(quiet.hide_usage);
+        let sent: Value = serde_json::from_slice(quiet.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            sent["stream_options"],
+            serde_json::json!({"other": 1, "include_usage": true})
+        );
+        assert_eq!(quiet.cost_estimate, 45); // 10 * 0.5 + 20 * 2.0
+        let step = on_response_headers(&c, &quiet, 200, Some("text/event-stream"), "1", 0);
+        assert!(step.remove.contains(&"content-length") && step.meter.is_some());
+        assert!(
+            on_response_headers(&c, &quiet, 500, None, "1", 0)
+                .meter
+                .is_none()
+        );
+
+        let asked = run(serde_json::json!({"model": "gpt-4o-mini", "stream": true,
+            "stream_options": {"include_usage": true}, "messages": []}));
+        assert!(!asked.hide_usage && asked.body.is_none());
+        let plain = run(serde_json::json!({"model": "gpt-4o-mini", "messages": []}));
+        assert!(!plain.hide_usage && plain.body.is_none());
+        // Without accounting nothing is added.
+        let off = on_request_body(
+            &config(),
+            &pending(Api::Chat),
+            br#"{"model": "gpt-4o-mini", "stream": true, "messages": []}"#,
+            &Fixed(10),
+            |_| true,
+            0.1,
+        )
+        .unwrap();
+        assert!(!off.hide_usage && off.body.is_none());
+    }
+
+    #[test]
     fn routes_by_weight_and_rewrites_the_model() {
         let req = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
         let a = body(Api::Chat, req.clone(), |_| true, 0.1).unwrap();
+        // Prompt (42 from the fixed estimator) + the default output reservation.
         assert_eq!(
             (a.route.as_str(), a.estimate, a.response),
-            ("openai-a|chat", 42, ResponseShape::AsIs)
+            ("openai-a|chat", 42 + 1024, ResponseShape::AsIs)
         );
+        assert_eq!((a.prompt_estimate, a.output_estimate), (42, 1024));
         assert!(
             a.body.is_none(),
             "same model name: the client's bytes go upstream as they are"

@@ -12,6 +12,7 @@ pub mod estimate;
 pub mod flow;
 pub mod health;
 pub mod meter;
+pub mod report;
 pub mod select;
 pub mod translate;
 

@@ -8,17 +8,28 @@
 //! and clears the route cache. `envoy.filters.http.buffer` after this filter holds the request
 //! until then, so the rate-limit filter and the router see the final state.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use prost::Message;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use rls_proto::llmgateway::usage::v1::ReportRequest;
 
 use crate::config::{Config, Encoding};
 use crate::errors::GatewayError;
 use crate::estimate::{self, Tokenizers};
 use crate::flow::{self, HeadersStep, Pending, ResponseBody, Routed};
 use crate::health;
+use crate::meter::Meter;
+use crate::report::{self, Finished, Outbox, Reserved, Subject};
+
+/// Response header ratelimit-service adds when it reserved tokens or spend: when (Unix ms).
+const RESERVED_AT_HEADER: &str = "x-llm-reserved-at";
+const USAGE_SERVICE: &str = "llmgateway.usage.v1.UsageService";
+/// Batches one timer tick sends at most; the rest wait for the next tick.
+const BATCHES_PER_TICK: usize = 8;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -29,11 +40,17 @@ proxy_wasm::main! {{
 struct Root {
     config: Option<Rc<Config>>,
     metrics: Option<Rc<Metrics>>,
+    /// Usage reports of this VM's (this worker's) requests, sent on the timer.
+    outbox: Rc<RefCell<Outbox>>,
+    /// Makes request ids unique across workers and restarts.
+    nonce: u64,
 }
 
 struct Metrics {
     internal_errors: u32,
     local_replies: u32,
+    reports_dropped: u32,
+    reports_failed: u32,
 }
 
 impl Metrics {
@@ -49,14 +66,110 @@ impl Metrics {
                 "llm_gateway.local_replies",
             )
             .ok()?,
+            reports_dropped: proxy_wasm::hostcalls::define_metric(
+                MetricType::Counter,
+                "llm_gateway.usage_reports_dropped",
+            )
+            .ok()?,
+            reports_failed: proxy_wasm::hostcalls::define_metric(
+                MetricType::Counter,
+                "llm_gateway.usage_report_calls_failed",
+            )
+            .ok()?,
         })
     }
 }
 
-impl Context for Root {}
+impl Root {
+    fn now_ms(&self) -> u64 {
+        self.get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn count_dropped(&self) {
+        let dropped = self.outbox.borrow_mut().take_dropped();
+        if dropped > 0 {
+            if let Some(m) = &self.metrics {
+                proxy_wasm::hostcalls::increment_metric(m.reports_dropped, dropped as i64).ok();
+            }
+            proxy_wasm::hostcalls::log(
+                LogLevel::Warn,
+                &format!(
+                    "llm-gateway: dropped {dropped} usage report(s): ratelimit-service unreachable"
+                ),
+            )
+            .ok();
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, _: usize) {
+        let Some(acc) = self.config.as_ref().and_then(|c| c.accounting.as_ref()) else {
+            return;
+        };
+        if status != 0
+            && let Some(m) = &self.metrics
+        {
+            proxy_wasm::hostcalls::increment_metric(m.reports_failed, 1).ok();
+        }
+        let now = self.now_ms();
+        self.outbox
+            .borrow_mut()
+            .answered(token, status == 0, now, acc.max_attempts);
+        self.count_dropped();
+    }
+}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        let Some(acc) = self.config.as_ref().and_then(|c| c.accounting.clone()) else {
+            return;
+        };
+        let now = self.now_ms();
+        for _ in 0..BATCHES_PER_TICK {
+            let Some(batch) = self.outbox.borrow_mut().next(now) else {
+                break;
+            };
+            let bytes = ReportRequest {
+                reports: batch.reports.clone(),
+            }
+            .encode_to_vec();
+            match self.dispatch_grpc_call(
+                &acc.cluster,
+                USAGE_SERVICE,
+                "Report",
+                Vec::new(),
+                Some(&bytes),
+                Duration::from_millis(acc.timeout_ms),
+            ) {
+                Ok(token) => self.outbox.borrow_mut().sent(token, batch),
+                Err(e) => {
+                    proxy_wasm::hostcalls::log(
+                        LogLevel::Warn,
+                        &format!(
+                            "llm-gateway: cannot call {} on cluster '{}': {e:?}",
+                            USAGE_SERVICE, acc.cluster
+                        ),
+                    )
+                    .ok();
+                    self.outbox
+                        .borrow_mut()
+                        .not_sent(batch, now, acc.max_attempts);
+                    break;
+                }
+            }
+        }
+        self.count_dropped();
+    }
+
     fn on_vm_start(&mut self, _: usize) -> bool {
+        // WASI's random source seeds RandomState: a per-VM nonce for request ids.
+        self.nonce = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            self.now_ms(),
+        );
         // Tokenizer tables load once per VM, never on the request path.
         match estimate::init_global(&[Encoding::O200k, Encoding::Cl100k]) {
             Ok(_) => true,
@@ -75,6 +188,9 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Config::parse(&bytes) {
             Ok(c) => {
+                if let Some(acc) = &c.accounting {
+                    self.set_tick_period(Duration::from_millis(acc.flush_interval_ms));
+                }
                 self.config = Some(Rc::new(c));
                 self.metrics = Metrics::define().map(Rc::new);
                 true
@@ -100,6 +216,13 @@ impl RootContext for Root {
             id,
             config: self.config.clone(),
             metrics: self.metrics.clone(),
+            outbox: Rc::clone(&self.outbox),
+            request_id: format!("{:016x}-{id:x}", self.nonce),
+            started_ms: 0,
+            first_byte_ms: 0,
+            status: 0,
+            reserved_at: None,
+            meter: None,
             pending: None,
             routed: None,
             response: None,
@@ -112,6 +235,16 @@ struct Request {
     id: u32,
     config: Option<Rc<Config>>,
     metrics: Option<Rc<Metrics>>,
+    outbox: Rc<RefCell<Outbox>>,
+    request_id: String,
+    started_ms: u64,
+    /// When the first byte of the response body came (0: none yet).
+    first_byte_ms: u64,
+    /// The response status (0: none).
+    status: u32,
+    /// `x-llm-reserved-at`: tokens and spend were reserved then.
+    reserved_at: Option<u64>,
+    meter: Option<Meter>,
     pending: Option<Pending>,
     routed: Option<Routed>,
     response: Option<ResponseBody>,
@@ -130,6 +263,7 @@ impl Request {
 
     fn reply(&mut self, status: u32, body: &str) -> Action {
         self.done = true;
+        self.status = status;
         if let Some(m) = &self.metrics {
             proxy_wasm::hostcalls::increment_metric(m.local_replies, 1).ok();
         }
@@ -164,10 +298,80 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Feeds a response chunk to the meter; returns the bytes to send instead, if any.
+    fn meter_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        let encoding = self.routed.as_ref().map(|r| r.encoding)?;
+        let meter = self.meter.as_mut()?;
+        let tokenizers =
+            estimate::global().unwrap_or_else(|| NO_TOKENIZERS.get_or_init(Tokenizers::default));
+        let count = |text: &str| tokenizers.count_text(encoding, text);
+        let mut out = meter.push(chunk, &count);
+        if end_of_stream && let Some(rest) = meter.finish(&count) {
+            let mut all = out.unwrap_or_else(|| chunk.to_vec());
+            all.extend(rest);
+            out = Some(all);
+        }
+        out
+    }
+
+    /// The usage report of this request, once it is over.
+    fn finished(&self) -> Option<rls_proto::llmgateway::usage::v1::UsageReport> {
+        let config = self.config.as_ref()?;
+        let acc = config.accounting.as_ref()?;
+        let now = self.now().as_millis() as u64;
+        let who = self.pending.as_ref().map(|p| &p.who);
+        let r = self.routed.as_ref();
+        let f = Finished {
+            request_id: self.request_id.clone(),
+            subject: Subject {
+                tenant: who.map(|w| w.tenant.clone()).unwrap_or_default(),
+                tier: who.map(|w| w.tier.clone()).unwrap_or_default(),
+                model: r.map(|r| r.client_model.clone()).unwrap_or_default(),
+                deployment: r.map(|r| r.deployment.clone()).unwrap_or_default(),
+            },
+            status: self.status,
+            stream: r.is_some_and(|r| r.stream),
+            duration_ms: now.saturating_sub(self.started_ms),
+            first_byte_ms: if self.first_byte_ms > 0 {
+                self.first_byte_ms.saturating_sub(self.started_ms)
+            } else {
+                0
+            },
+            estimated_tokens: r.map_or(0, |r| r.estimate),
+            estimated_cost_micros: r.map_or(0, |r| r.cost_estimate),
+        };
+        let reserved = match (r, self.reserved_at) {
+            (Some(r), Some(at_ms)) => Some(Reserved {
+                at_ms,
+                tokens: r.estimate,
+                cost_micros: r.cost_estimate,
+            }),
+            _ => None,
+        };
+        let used = r.map(|r| {
+            report::settle(
+                self.status,
+                self.meter.as_ref(),
+                r.stream,
+                (r.prompt_estimate, r.output_estimate),
+            )
+        });
+        Some(report::report(
+            acc,
+            &f,
+            reserved,
+            used,
+            r.and_then(|r| r.price.as_ref()),
+        ))
+    }
+}
+
 impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        self.started_ms = self.now().as_millis() as u64;
         let Some(config) = self.config.clone() else {
             return self.internal_error("no configuration");
         };
@@ -234,7 +438,9 @@ impl HttpContext for Request {
         let state = [
             ("llm_route", routed.route.clone()),
             ("llm_deployment", routed.deployment.clone()),
+            ("llm_model", routed.client_model.clone()),
             ("llm_estimate", routed.estimate.to_string()),
+            ("llm_cost_estimate", routed.cost_estimate.to_string()),
         ];
         for (key, value) in state {
             if let Err(e) = proxy_wasm::hostcalls::set_property(vec![key], Some(value.as_bytes())) {
@@ -252,11 +458,21 @@ impl HttpContext for Request {
         let (Some(config), Some(routed)) = (self.config.clone(), self.routed.as_ref()) else {
             return Action::Continue;
         };
-        let status: u16 = self
-            .get_http_response_header(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let content_type = self.get_http_response_header("content-type");
+        // One host call for the headers this step reads.
+        let headers = self.get_http_response_headers();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let status: u16 = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        self.status = u32::from(status);
+        let content_type = get("content-type");
+        if let Some(at) = get(RESERVED_AT_HEADER) {
+            self.reserved_at = at.parse().ok();
+            self.set_http_response_header(RESERVED_AT_HEADER, None);
+        }
         let now = self.now();
         // Only what the provider (or Envoy trying to reach it) answered counts for its health
         // and is translated: not the rate limit's 429 for a tenant over its own limit.
@@ -283,10 +499,43 @@ impl HttpContext for Request {
             self.set_http_response_header(h, Some(&v));
         }
         self.response = Some(step.body);
+        if config.accounting.is_some() {
+            self.meter = step.meter;
+        }
         Action::Continue
     }
 
+    fn on_log(&mut self) {
+        if let Some(report) = self.finished() {
+            self.outbox.borrow_mut().push(report);
+        }
+    }
+
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.first_byte_ms == 0 && body_size > 0 {
+            self.first_byte_ms = self.now().as_millis() as u64;
+        }
+        if self.response.is_none() {
+            return Action::Continue;
+        }
+        let metered = self.meter.is_some();
+        // A body Envoy buffers for translation is metered whole at its end.
+        let buffered = matches!(self.response, Some(ResponseBody::Json(_)));
+        if metered && (end_of_stream || !buffered) {
+            let chunk = proxy_wasm::hostcalls::get_buffer(
+                proxy_wasm::types::BufferType::HttpResponseBody,
+                0,
+                body_size,
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            if let Some(out) = self.meter_chunk(&chunk, end_of_stream)
+                && matches!(self.response, Some(ResponseBody::PassThrough))
+            {
+                self.set_http_response_body(0, body_size, &out);
+            }
+        }
         let Some(mode) = self.response.as_mut() else {
             return Action::Continue;
         };

@@ -106,6 +106,15 @@ impl Tokenizers {
         parts.fixed + text
     }
 
+    /// Tokens of a piece of generated text (a streamed delta), for streams cut off before the
+    /// provider reported usage.
+    pub fn count_text(&self, encoding: Encoding, text: &str) -> u64 {
+        match self.get(encoding) {
+            Some(tok) => count_segments(tok, &[text], &self.config),
+            None => model_only(encoding, &[text]),
+        }
+    }
+
     /// The reservation for a request: prompt tokens + [`max_output_tokens`]. Same signature as
     /// `flow::Estimator::estimate`.
     pub fn estimate(
