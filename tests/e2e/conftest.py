@@ -443,9 +443,10 @@ class Harness:
 
     def service(self, config: Path, *, store: str = "memory", redis_url: str | None = None,
                 failure_mode: str = "open", log_format: str = "text", args: list[str] | None = None, env: dict[str, str] | None = None,
-                via_env: bool = False, wait: bool = True) -> Service:
-        """Starts `ratelimit-service run`; flags by default, or only environment variables (via_env)."""
-        grpc, http = free_port(), free_port()
+                via_env: bool = False, wait: bool = True, ports: tuple[int, int] | None = None) -> Service:
+        """Starts `ratelimit-service run`; flags by default, or only environment variables (via_env).
+        `ports` (grpc, http): listen there instead of on free ports (a restart in place)."""
+        grpc, http = ports or (free_port(), free_port())
         settings = {
             "RLS_CONFIG": str(config),
             "RLS_GRPC_ADDR": f"127.0.0.1:{grpc}",
@@ -850,7 +851,8 @@ def secret_file(secret_name: str, value: str) -> str:
 
 def start_gateway(harness: Harness, *, limits: Path | None = None,
                   plugin_config: str | Callable[[str], str] | None = None, mock_keys: bool = True,
-                  wait: bool = True, validate: bool = False) -> Gateway:
+                  wait: bool = True, validate: bool = False, store: str = "memory",
+                  redis_url: str | None = None, service_args: list[str] | None = None) -> Gateway:
     """Starts the three mocks (openai-a, openai-b, anthropic; with the demo's keys unless
     mock_keys=False, then they accept any key), ratelimit-service (memory store, `limits`,
     default envoy/ratelimit/demo.yaml) and Envoy with envoy/demo.yaml rendered onto free ports,
@@ -865,7 +867,7 @@ def start_gateway(harness: Harness, *, limits: Path | None = None,
     for name in GATEWAY_DEPLOYMENTS:
         keys = {"openai_key": MOCK_OPENAI_KEY, "anthropic_key": MOCK_ANTHROPIC_KEY} if mock_keys else {}
         mocks[name] = start_mock_provider(harness, name, **keys)
-    svc = harness.service(limits or DEMO_LIMITS)
+    svc = harness.service(limits or DEMO_LIMITS, store=store, redis_url=redis_url, args=service_args)
     secrets = harness.tmp / "secrets"
     secrets.mkdir(exist_ok=True)
     for f in DEMO_SECRETS.glob("*.yaml"):
