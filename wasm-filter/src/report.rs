@@ -209,7 +209,7 @@ pub const MAX_BATCH: usize = 256;
 /// dropped (and counted) first.
 pub const MAX_QUEUED: usize = 20_000;
 /// First retry delay; doubled per attempt.
-pub const RETRY_BASE_MS: u64 = 100;
+pub const RETRY_BASE_MS: u64 = 250;
 
 impl Outbox {
     pub fn push(&mut self, report: UsageReport) {
@@ -434,20 +434,18 @@ accounting:
         o.sent(2, second);
         assert!(o.next(0).is_none());
 
+        const B: u64 = RETRY_BASE_MS;
         o.answered(2, true, 0, 3);
-        o.answered(1, false, 1_000, 3);
-        assert!(
-            o.next(1_050).is_none(),
-            "the retry waits {RETRY_BASE_MS} ms"
-        );
-        let retry = o.next(1_100).unwrap();
+        o.answered(1, false, 10_000, 3);
+        assert!(o.next(10_000 + B - 1).is_none(), "the retry waits {B} ms");
+        let retry = o.next(10_000 + B).unwrap();
         assert_eq!((retry.attempts, retry.reports.len()), (1, MAX_BATCH));
         o.sent(3, retry);
-        o.answered(3, false, 2_000, 3);
-        assert!(o.next(2_150).is_none(), "then twice as long");
-        let retry = o.next(2_200).unwrap();
+        o.answered(3, false, 20_000, 3);
+        assert!(o.next(20_000 + 2 * B - 1).is_none(), "then twice as long");
+        let retry = o.next(20_000 + 2 * B).unwrap();
         o.sent(4, retry);
-        o.answered(4, false, 3_000, 3);
+        o.answered(4, false, 30_000, 3);
         assert_eq!(o.take_dropped(), MAX_BATCH as u64);
         assert_eq!(o.take_dropped(), 0);
         assert!(o.is_idle());
