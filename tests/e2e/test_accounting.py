@@ -216,6 +216,9 @@ def test_token_limit_is_exact_under_concurrency(harness, gateway):
     for _ in range(160):
         max_tokens = rng.randint(5, 120)
         jobs.append({
+            # OpenAI chat as is, chat translated to Anthropic, Anthropic messages as is, messages
+            # translated to OpenAI, embeddings.
+            "api": rng.choice(["chat", "chat", "messages", "embeddings"]),
             "model": rng.choice(["gpt-4o-mini", "gpt-4o-mini", "claude-haiku"]),
             "content": " ".join(f"w{rng.randint(0, 999)}" for _ in range(rng.randint(1, 60))),
             "max_tokens": max_tokens,
@@ -226,8 +229,11 @@ def test_token_limit_is_exact_under_concurrency(harness, gateway):
     def run(job):
         body = {"model": job["model"], "max_tokens": job["max_tokens"], "stream": job["stream"],
                 "messages": [{"role": "user", "content": job["content"]}]}
+        path = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "embeddings": "/v1/embeddings"}[job["api"]]
+        if job["api"] == "embeddings":
+            body = {"model": "gpt-4o-mini", "input": job["content"]}
         h = {"authorization": f"Bearer {PRO_KEY}", "x-mock-completion-tokens": str(job["completion"])}
-        with requests.post(gw.url + "/v1/chat/completions", json=body, headers=h, stream=True, timeout=60) as r:
+        with requests.post(gw.url + path, json=body, headers=h, stream=True, timeout=60) as r:
             r.content  # read it all: a stream ends with its last event
             return r.status_code
 
