@@ -64,8 +64,8 @@ cat <<'BANNER'
     gateway            http://127.0.0.1:10000   (Envoy + llm-gateway filter; admin http://127.0.0.1:9901)
     ratelimit-service  grpc 127.0.0.1:8081, http http://127.0.0.1:8080/healthz  /metrics
     providers          mocks: openai-a :11001, openai-b :11002, anthropic :11003
-    keys               sk-demo-free (10 requests, 2,000 tokens per minute)
-                       sk-demo-pro  (600 requests, 100,000 tokens per minute)
+    keys               sk-demo-free (10 requests, 2,000 tokens per minute, 1.00 a day)
+                       sk-demo-pro  (600 requests, 100,000 tokens per minute, 50.00 a day)
     models             gpt-4o-mini (openai-a x3, openai-b x1), claude-haiku (anthropic),
                        gpt-4o (openai-a, falls back to anthropic)
 
@@ -78,6 +78,11 @@ cat <<'BANNER'
       -H 'content-type: application/json' \
       -d '{"model":"claude-haiku","stream":true,"messages":[{"role":"user","content":"hello"}]}'
     # or any OpenAI / Anthropic SDK with base_url http://127.0.0.1:10000/v1 (Anthropic: .../10000)
+    # what a tenant's token counter holds once the real usage is reconciled:
+    curl -s 'http://127.0.0.1:8080/v1/usage?domain=llm-gateway&entry=tenant=demo-free&entry=kind=tokens'
+    curl -s http://127.0.0.1:8080/metrics | grep ^llm_
+
+  Below: one JSON access-log line per request (tenant, model, deployment, tokens, cost).
 
   Ctrl-C stops everything.
 
