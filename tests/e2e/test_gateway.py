@@ -198,6 +198,9 @@ def test_free_tier_limits_spoofing_and_isolation(gateway):
         assert not any(k.startswith("x-llm-") for k in h), f"internal headers reached the provider: {h}"
         assert "x-api-key" not in h and "api-key" not in h, h
         assert not any("sk-demo" in v for v in h.values()), f"the gateway key reached the provider: {h}"
+        # The client (requests) accepts gzip; the provider must answer plain so the filter can
+        # read its usage.
+        assert "accept-encoding" not in h, h
 
 
 def test_rate_limit_429_is_the_gateways_own_body_on_every_route(demo_gateway):

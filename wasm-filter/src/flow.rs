@@ -123,6 +123,9 @@ pub fn on_request_headers(
     remove.extend(CLIENT_KEY_HEADERS);
     // The body may be rewritten (model name, translation): Envoy recomputes the length.
     remove.push("content-length");
+    // The answer must come back uncompressed: the filter reads its usage and may translate it
+    // (a compressor filter after this one can still compress it for the client).
+    remove.push("accept-encoding");
     let mut set = vec![(TENANT_HEADER, who.tenant.clone())];
     if !who.tier.is_empty() {
         set.push((TIER_HEADER, who.tier.clone()));
@@ -607,6 +610,7 @@ models:
             "x-api-key",
             "api-key",
             "content-length",
+            "accept-encoding",
         ] {
             assert!(remove.contains(&h), "{h} removed");
         }
