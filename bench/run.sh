@@ -36,14 +36,27 @@
 #         the estimator does not read) through the gateway without its rate-limit filter and
 #         through plain Envoy; estimating N tokens in Envoy = (gateway chat - gateway shadow) -
 #         (plain chat - plain shadow), p50s (the mock's extra work on chat-N cancels out).
+#   g. Over-admission of a token limit under a concurrent burst (tokens admitted / limit), per
+#      way of accounting tokens, in one run against ONE service (memory store, SUT core) with
+#      bench/accounting-limits.yaml (200,000 tokens/day fixed per tenant, one tenant = one
+#      counter per mode): rls-accounting (bench/src/accounting.rs, other core) sends the same
+#      BENCH_ACCT_REQUESTS (3000) simulated LLM requests (prompt 50-1500, max_tokens 50-1000,
+#      real completion 1-max_tokens, provider latency 50-400 ms, seeded) from
+#      BENCH_ACCT_CONCURRENCY (200) workers in each mode, one mode after the other:
+#      estimate-only (charge prompt+max_tokens, never corrected), usage-only (check with 0 hits,
+#      charge the real usage by a usage report after the response) and reserve-then-reconcile
+#      (reserve prompt+max_tokens, report corrects it to the real usage: the gateway).
+#      Tokens admitted = real usage of the admitted requests; also the final counter
+#      (GET /v1/usage). Target: reserve-then-reconcile <= 1.01.
 #
 # Knobs (environment): BENCH_SECS (12) per measured phase, BENCH_WARM_SECS (2) warm-up before
 # each, BENCH_CONCURRENCY (50), BENCH_TENANTS (1000), BENCH_SUT_CORE (0), BENCH_AUX_CORE (1),
 # BENCH_IDLE_WAIT (20): before each phase, wait up to this many seconds for both cores to be
 # quiet (other builds/tests on the machine skew the numbers), RLS_BIN, LOAD_BIN, ENVOY,
-# BENCH_SKIP_BUILD=1, BENCH_ONLY="a b c d e f" (a subset of the phases), BENCH_GW_RATE (500),
+# BENCH_SKIP_BUILD=1, BENCH_ONLY="a b c d e f g" (a subset of the phases), BENCH_GW_RATE (500),
 # BENCH_GW_SECS (10), BENCH_GW_KEYS (1000), BENCH_EST_SECS (4), MOCK_BIN, GW_LOAD_BIN,
-# BENCH_PYTHON (.venv/bin/python: bench/gateway.py imports the e2e suite's renderer).
+# BENCH_PYTHON (.venv/bin/python: bench/gateway.py imports the e2e suite's renderer),
+# BENCH_ACCT_REQUESTS (3000), BENCH_ACCT_CONCURRENCY (200), ACCT_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +66,7 @@ CONC=${BENCH_CONCURRENCY:-50}
 TENANTS=${BENCH_TENANTS:-1000}
 SUT=${BENCH_SUT_CORE:-0}
 AUX=${BENCH_AUX_CORE:-1}
-ONLY=${BENCH_ONLY:-a b c d e f}
+ONLY=${BENCH_ONLY:-a b c d e f g}
 IDLE_WAIT=${BENCH_IDLE_WAIT:-20}
 EXACT_LIMIT=100 # bench/ratelimit.yaml, key "exact"
 RLS_BIN=${RLS_BIN:-target/release/ratelimit-service}
@@ -70,6 +83,11 @@ PROMPTS_BIN=target/release/examples/gateway-prompts
 PY=${BENCH_PYTHON:-.venv/bin/python}
 WASM=target/wasm32-wasip1/release/llm_gateway_filter.wasm
 GW_LIMITS=bench/gateway-limits.yaml
+ACCT_BIN=${ACCT_BIN:-target/release/rls-accounting}
+ACCT_LIMITS=bench/accounting-limits.yaml
+ACCT_REQUESTS=${BENCH_ACCT_REQUESTS:-3000}
+ACCT_CONC=${BENCH_ACCT_CONCURRENCY:-200}
+ACCT_TARGET=1.01 # tokens admitted / limit of reserve-then-reconcile
 LUA=ratelimit-service/src/store/check.lua
 OUT=bench/out
 LOGS=$OUT/logs
@@ -215,6 +233,10 @@ if [ "$GATEWAY" = 1 ]; then
     for f in "$MOCK_BIN" "$GW_LOAD_BIN" "$PROMPTS_BIN"; do [ -x "$f" ] || die "$f missing"; done
     [ -f "$WASM" ] || die "$WASM missing (make build)"
     "$RLS_BIN" validate --config "$GW_LIMITS" >/dev/null || die "$GW_LIMITS is invalid"
+fi
+if want g; then
+    [ -x "$ACCT_BIN" ] || die "$ACCT_BIN missing"
+    "$RLS_BIN" validate --config "$ACCT_LIMITS" >/dev/null || die "$ACCT_LIMITS is invalid"
 fi
 
 read -r REDIS_PORT GRPC_PORT HTTP_PORT GW_PORT UP_PORT ADMIN_PORT <<<"$(free_ports 6)"
@@ -676,9 +698,86 @@ if want f; then
     stop_pid "$PL_PID"
 fi
 
+# ---------------------------------------------------------------- g. over-admission under a burst
+ACCT_FAILED=0
+if want g; then
+    # A fresh service: every counter starts at 0 (rls-accounting checks it).
+    start_service svc-g memory "$ACCT_LIMITS"
+    say "g. over-admission under a burst: service (memory store) on core $SUT, rls-accounting on core $AUX: $ACCT_REQUESTS requests, $ACCT_CONC in flight, per mode"
+    wait_quiet
+    rc=0
+    json=$(timeout 200 taskset -c "$AUX" "$ACCT_BIN" --grpc "http://127.0.0.1:$GRPC_PORT" \
+        --http "http://127.0.0.1:$HTTP_PORT" --requests "$ACCT_REQUESTS" --concurrency "$ACCT_CONC" \
+        --timeout-secs 120 --target "$ACCT_TARGET" 2>>"$LOGS/accounting.log") || rc=$?
+    [ "$rc" = 0 ] || [ "$rc" = 2 ] || die "rls-accounting failed (exit $rc); see $LOGS/accounting.log"
+    [ "$rc" = 0 ] || ACCT_FAILED=1
+    [ -n "$json" ] || die "rls-accounting produced no result; see $LOGS/accounting.log"
+    alive "$SVC_PID" svc-g
+    while read -r line; do record "$line"; done <<<"$json"
+    sed 's/^/   /' "$LOGS/accounting.log" >&2
+    stop_pid "$SVC_PID"
+fi
+
+# The markdown table of phase g (records of kind "accounting"), appended to the report.
+accounting_table() { # records target
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8") if l.strip()]
+rows = {r["mode"]: r for r in recs if r.get("kind") == "accounting"}
+if not rows:
+    sys.exit(0)
+target = float(sys.argv[2])
+what = {"estimate-only": "charge prompt + max_tokens at admission, never corrected",
+        "usage-only": "check with 0 hits, charge the real usage after the response",
+        "reconcile": "reserve prompt + max_tokens, correct to the real usage after the response"}
+label = {"reconcile": "reserve-then-reconcile"}
+any_r = next(iter(rows.values()))
+out = ["", "### Over-admission under a burst (phase g)", "",
+       f"{any_r['requests']:,} simulated LLM requests per mode (prompt 50–1,500 tokens, max_tokens "
+       f"50–1,000, real completion 1–max_tokens, provider 50–400 ms; seed {any_r['seed']}), "
+       f"{any_r['concurrency']} in flight, one service (memory store), a limit of "
+       f"{any_r['limit']:,} tokens per tenant (bench/accounting-limits.yaml); demand "
+       f"{any_r['demand']:,} real tokens ({any_r['demand'] / any_r['limit']:.1f}× the limit). "
+       "Tokens admitted = the real usage of the admitted requests (what the provider bills).", "",
+       "| mode | accounting | admitted | refused | tokens admitted | tokens admitted ÷ limit | counter at the end | notes |",
+       "|---|---|---|---|---|---|---|---|"]
+for mode in ("estimate-only", "usage-only", "reconcile"):
+    r = rows.get(mode)
+    if not r:
+        continue
+    notes = [f"{r['elapsed_s']:.2f} s"]
+    if r["counter"] != r["counter_expected"]:
+        notes.append(f"**counter ≠ expected {r['counter_expected']:,}**")
+    elif mode == "estimate-only":
+        notes.append("counter = estimates charged")
+    else:
+        notes.append("counter = real usage charged")
+    if r["errors"] or r["report_errors"]:
+        notes.append(f"{r['errors']} call / {r['report_errors']} report errors: {r['first_error']}")
+    notes += r.get("warnings", [])
+    out.append(f"| {label.get(mode, mode)} | {what.get(mode, mode)} | {r['admitted']:,} | {r['refused']:,} | "
+               f"{r['tokens_admitted']:,} | {r['over_admission']:.3f} | {r['counter']:,} | "
+               + "; ".join(notes) + " |")
+rec = rows.get("reconcile")
+if rec:
+    ok = rec["over_admission"] <= target
+    out += ["", f"Target: reserve-then-reconcile ≤ {target:.2f}: {rec['over_admission']:.3f} "
+            + ("✅" if ok else "❌")
+            + "; " + "; ".join(f"{m} {rows[m]['over_admission']:.3f}" for m in ("estimate-only", "usage-only")
+                               if m in rows) + " for contrast."]
+print("\n".join(out))
+EOF
+}
+
 cleanup
 python3 bench/report.py "$RECORDS" "$OUT/results.md"
+if want g; then
+    accounting_table "$RECORDS" "$ACCT_TARGET" | tee -a "$OUT/results.md"
+fi
 say "table written to $OUT/results.md (raw records: $RECORDS, logs: $LOGS/)"
 if [ "$EXACT_FAILED" = 1 ]; then
     die "exactness check FAILED: the service admitted a number of calls other than the limit"
+fi
+if [ "$ACCT_FAILED" = 1 ]; then
+    die "over-admission target missed: reserve-then-reconcile admitted more than $ACCT_TARGET x its limit"
 fi
