@@ -42,7 +42,9 @@
 #      counter per mode): rls-accounting (bench/src/accounting.rs, other core) sends the same
 #      BENCH_ACCT_REQUESTS (3000) simulated LLM requests (prompt 50-1500, max_tokens 50-1000,
 #      real completion 1-max_tokens, provider latency 50-400 ms, seeded) from
-#      BENCH_ACCT_CONCURRENCY (200) workers in each mode, one mode after the other:
+#      BENCH_ACCT_CONCURRENCY (200) workers in each mode for 4 s, a refused request retried
+#      after 20 ms (clients honouring retry-after keep pressing on the limit while refunds
+#      come back), one mode after the other:
 #      estimate-only (charge prompt+max_tokens, never corrected), usage-only (check with 0 hits,
 #      charge the real usage by a usage report after the response) and reserve-then-reconcile
 #      (reserve prompt+max_tokens, report corrects it to the real usage: the gateway).
@@ -736,10 +738,10 @@ out = ["", "### Over-admission under a burst (phase g)", "",
        f"{any_r['requests']:,} simulated LLM requests per mode (prompt 50–1,500 tokens, max_tokens "
        f"50–1,000, real completion 1–max_tokens, provider 50–400 ms; seed {any_r['seed']}), "
        f"{any_r['concurrency']} in flight, one service (memory store), a limit of "
-       f"{any_r['limit']:,} tokens per tenant (bench/accounting-limits.yaml); demand "
-       f"{any_r['demand']:,} real tokens ({any_r['demand'] / any_r['limit']:.1f}× the limit). "
+       f"{any_r['limit']:,} tokens per tenant (bench/accounting-limits.yaml); for 4 s per mode, a "
+       "refused request retried after 20 ms. "
        "Tokens admitted = the real usage of the admitted requests (what the provider bills).", "",
-       "| mode | accounting | admitted | refused | tokens admitted | tokens admitted ÷ limit | counter at the end | notes |",
+       "| mode | accounting | admitted | refusals | tokens admitted | tokens admitted ÷ limit | counter at the end | notes |",
        "|---|---|---|---|---|---|---|---|"]
 for mode in ("estimate-only", "usage-only", "reconcile"):
     r = rows.get(mode)

@@ -18,9 +18,10 @@
 //!   window that held the reservation (`x-llm-reserved-at`).
 //!
 //! `--requests` requests are issued by `--concurrency` workers sharing one HTTP/2 connection,
-//! each worker sending its next request as soon as the previous one is done (refused ones
-//! return at once), until all are used up or `--timeout-secs` pass. Per mode: requests admitted
-//! and refused, tokens admitted (the real P + R of the admitted requests: what the provider
+//! each worker sending its next request as soon as the previous one is done. A refused request
+//! is retried after `--retry-ms` (clients honouring `retry-after`), so the burst keeps pressing
+//! on the limit for `--burst-secs` per mode: long enough for refunds to matter. Per mode:
+//! requests admitted and refusals, tokens admitted (the real P + R of the admitted requests: what the provider
 //! bills), over-admission = tokens admitted / limit, and the counter the service holds at the
 //! end (`GET /v1/usage`), which must equal the real tokens charged (usage-only, reconcile) or
 //! the estimates charged (estimate-only).
@@ -121,6 +122,12 @@ struct Args {
     /// Deadline of every gRPC and HTTP call, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     call_timeout_ms: u64,
+    /// Per mode, no request starts after this many seconds.
+    #[arg(long, default_value_t = 4.0)]
+    burst_secs: f64,
+    /// A refused request is sent again after this many milliseconds.
+    #[arg(long, default_value_t = 20)]
+    retry_ms: u64,
     /// Exit with status 2 when reserve-then-reconcile's over-admission is above this.
     #[arg(long, default_value_t = 1.01)]
     target: f64,
@@ -223,6 +230,9 @@ struct Shared {
     sims: Arc<Vec<Sim>>,
     next: AtomicUsize,
     deadline: Instant,
+    /// End of this mode's burst: no request starts after it.
+    burst_end: Instant,
+    retry: Duration,
     rls: RateLimitServiceClient<Channel>,
     usage: UsageServiceClient<Channel>,
 }
@@ -280,14 +290,25 @@ async fn worker(s: Arc<Shared>) -> Tally {
     let mut t = Tally::default();
     let mut rls = s.rls.clone();
     let mut usage = s.usage.clone();
+    // A refused request, to send again.
+    let mut again: Option<(usize, Sim)> = None;
     loop {
         if Instant::now() >= s.deadline {
             t.timed_out = true;
             break;
         }
-        let i = s.next.fetch_add(1, Ordering::Relaxed);
-        let Some(sim) = s.sims.get(i).copied() else {
+        if Instant::now() >= s.burst_end {
             break;
+        }
+        let (i, sim) = match again.take() {
+            Some(x) => x,
+            None => {
+                let i = s.next.fetch_add(1, Ordering::Relaxed);
+                let Some(sim) = s.sims.get(i).copied() else {
+                    break;
+                };
+                (i, sim)
+            }
         };
         let hits = match s.mode {
             Mode::EstimateOnly | Mode::Reconcile => sim.estimate(),
@@ -314,6 +335,8 @@ async fn worker(s: Arc<Shared>) -> Tally {
             Ok(Code::Ok) => {}
             Ok(Code::OverLimit) => {
                 t.refused += 1;
+                again = Some((i, sim));
+                tokio::time::sleep(s.retry).await;
                 continue;
             }
             _ => {
@@ -490,6 +513,8 @@ async fn burst(
         sims: Arc::clone(sims),
         next: AtomicUsize::new(0),
         deadline,
+        burst_end: Instant::now() + Duration::from_secs_f64(args.burst_secs),
+        retry: Duration::from_millis(args.retry_ms),
         rls: RateLimitServiceClient::new(channel.clone()),
         usage: UsageServiceClient::new(channel.clone()),
     });
