@@ -49,7 +49,23 @@ fn each_bad_fixture_has_its_exact_message() {
         ),
         (
             "missing_requests",
-            "descriptors[0].rate_limit.requests_per_unit: missing",
+            "descriptors[0].rate_limit.requests_per_unit: missing (or set budget for a spend limit)",
+        ),
+        (
+            "budget_and_requests",
+            "descriptors[0].rate_limit.budget: set either requests_per_unit or budget, not both",
+        ),
+        (
+            "budget_negative",
+            "descriptors[0].rate_limit.budget: must be a positive amount of currency, got -1",
+        ),
+        (
+            "budget_kind_without_amount",
+            "descriptors[0].rate_limit.budget: missing: a budget limit takes `budget: AMOUNT` (currency per unit)",
+        ),
+        (
+            "budget_with_tokens_kind",
+            "descriptors[0].rate_limit.kind: must be budget (or left out) when budget is set",
         ),
         (
             "empty_replaces",
@@ -69,7 +85,7 @@ fn each_bad_fixture_has_its_exact_message() {
         ),
         (
             "bad_kind",
-            "descriptors[0].rate_limit.kind: invalid kind 'dollars' (expected requests or tokens)",
+            "descriptors[0].rate_limit.kind: invalid kind 'dollars' (expected requests, tokens or budget)",
         ),
         (
             "duplicate_name",
@@ -102,7 +118,7 @@ fn yaml_errors_name_the_place_and_line() {
 
 #[test]
 fn every_bad_fixture_is_covered() {
-    let covered = 18;
+    let covered = 22;
     let count = std::fs::read_dir(fixture("bad")).unwrap().count();
     assert_eq!(
         count, covered,
