@@ -268,3 +268,18 @@ def test_token_limit_is_exact_under_concurrency(harness, gateway):
     assert metric_value(m, "llm_request_duration_seconds_count", {"model": "gpt-4o-mini"}) > 0
     assert metric_value(m, "llm_time_to_first_token_seconds_count", {"model": "gpt-4o-mini"}) > 0
     assert metric_value(m, "llm_cost_total", {"tenant": "demo-pro", "model": "gpt-4o-mini"}) > 0
+
+
+def test_a_wrong_accounting_cluster_loses_no_request(harness, gateway):
+    """A plugin configuration naming a cluster Envoy does not have: requests are served as usual,
+    the reports are dropped and counted, and the failure is logged once, not once per tick."""
+    gw = gateway(limits=limits(harness),
+                 plugin_config=lambda t: t.replace("  cluster: ratelimit\n", "  cluster: nowhere\n", 1))
+    for _ in range(3):
+        r = gw.chat(max_tokens=5)
+        assert r.status_code == 200, r.text
+    wait_until(lambda: gw.stats("usage_reports_dropped").get(
+        "wasmcustom.llm_gateway.usage_reports_dropped", 0) == 3, 20, what="3 dropped reports")
+    assert reports(gw) == 0
+    log = gw.proc.log_text()
+    assert log.count("cannot call llmgateway.usage.v1.UsageService on cluster 'nowhere'") == 1, log[-2000:]

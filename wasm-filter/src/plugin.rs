@@ -44,6 +44,8 @@ struct Root {
     outbox: Rc<RefCell<Outbox>>,
     /// Makes request ids unique across workers and restarts.
     nonce: u64,
+    /// The last attempt to send a batch failed locally (logged once until one succeeds).
+    dispatch_failing: bool,
 }
 
 struct Metrics {
@@ -144,16 +146,22 @@ impl RootContext for Root {
                 Some(&bytes),
                 Duration::from_millis(acc.timeout_ms),
             ) {
-                Ok(token) => self.outbox.borrow_mut().sent(token, batch),
+                Ok(token) => {
+                    self.dispatch_failing = false;
+                    self.outbox.borrow_mut().sent(token, batch);
+                }
                 Err(e) => {
-                    proxy_wasm::hostcalls::log(
-                        LogLevel::Warn,
-                        &format!(
-                            "llm-gateway: cannot call {} on cluster '{}': {e:?}",
-                            USAGE_SERVICE, acc.cluster
-                        ),
-                    )
-                    .ok();
+                    // Once per outage, not once per tick (e.g. a cluster name that is wrong).
+                    if !std::mem::replace(&mut self.dispatch_failing, true) {
+                        proxy_wasm::hostcalls::log(
+                            LogLevel::Warn,
+                            &format!(
+                                "llm-gateway: cannot call {} on cluster '{}': {e:?}",
+                                USAGE_SERVICE, acc.cluster
+                            ),
+                        )
+                        .ok();
+                    }
                     self.outbox
                         .borrow_mut()
                         .not_sent(batch, now, acc.max_attempts);
