@@ -156,13 +156,18 @@ pub fn access_log_line(report: &UsageReport, now_ms: u64) -> String {
 pub type AccessLog = Arc<parking_lot::Mutex<Box<dyn Write + Send>>>;
 
 impl<S: Store> State<S> {
-    /// Applies one report: corrections once per id, then metrics and the access-log line.
-    async fn apply_report(&self, config: &Config, report: &UsageReport) -> Result<Outcome, Status> {
+    /// Applies one report: corrections once per id, then metrics; returns the access-log line
+    /// of an applied report.
+    async fn apply_report(
+        &self,
+        config: &Config,
+        report: &UsageReport,
+    ) -> Result<(Outcome, Option<String>), Status> {
         let corrections = match corrections(config, report) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(request_id = %report.request_id, error = %e, "usage report rejected");
-                return Ok(Outcome::Invalid);
+                return Ok((Outcome::Invalid, None));
             }
         };
         let now = (self.clock)();
@@ -180,15 +185,14 @@ impl<S: Store> State<S> {
             }
         };
         if !applied {
-            return Ok(Outcome::Duplicate);
+            return Ok((Outcome::Duplicate, None));
         }
         self.metrics.llm.record(report);
-        if let Some(log) = &self.access_log {
-            let mut w = log.lock();
-            let _ = writeln!(w, "{}", access_log_line(report, now));
-            let _ = w.flush();
-        }
-        Ok(Outcome::Applied)
+        let line = self
+            .access_log
+            .is_some()
+            .then(|| access_log_line(report, now));
+        Ok((Outcome::Applied, line))
     }
 
     pub async fn report(&self, req: &ReportRequest) -> Result<ReportResponse, Status> {
@@ -205,8 +209,20 @@ impl<S: Store> State<S> {
         };
         let results = join_all(req.reports.iter().map(|r| self.apply_report(&config, r))).await;
         let mut out = Vec::with_capacity(results.len());
+        let mut lines = String::new();
+        let mut failed = None;
         for r in results {
-            let outcome = r?;
+            let (outcome, line) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            if let Some(l) = line {
+                lines.push_str(&l);
+                lines.push('\n');
+            }
             self.metrics
                 .llm
                 .reports
@@ -214,7 +230,17 @@ impl<S: Store> State<S> {
                 .inc();
             out.push(outcome as i32);
         }
-        Ok(ReportResponse { results: out })
+        // One write per call, and before answering: the lines of applied reports are never
+        // lost to a failure of others in the batch (their retry is a duplicate).
+        if let (Some(log), false) = (&self.access_log, lines.is_empty()) {
+            let mut w = log.lock();
+            let _ = w.write_all(lines.as_bytes());
+            let _ = w.flush();
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(ReportResponse { results: out }),
+        }
     }
 }
 

@@ -288,15 +288,20 @@ fn accounting(raw: RawAccounting) -> Result<Accounting, ConfigError> {
         }
         reservations.push(Reservation { descriptor, amount });
     }
+    // ratelimit-service remembers report ids for 5 minutes: every retry must fall inside.
     let max_attempts = raw.max_attempts.unwrap_or(5);
-    if max_attempts == 0 {
-        return Err(err("accounting.max_attempts", "must be at least 1"));
+    if !(1..=10).contains(&max_attempts) {
+        return Err(err("accounting.max_attempts", "must be 1 to 10"));
+    }
+    let timeout_ms = raw.timeout_ms.unwrap_or(1000);
+    if !(1..=10_000).contains(&timeout_ms) {
+        return Err(err("accounting.timeout_ms", "must be 1 to 10000"));
     }
     Ok(Accounting {
         cluster: raw.cluster,
         domain: raw.domain,
         reservations,
-        timeout_ms: raw.timeout_ms.unwrap_or(1000).max(1),
+        timeout_ms,
         max_attempts,
         flush_interval_ms: raw.flush_interval_ms.unwrap_or(50).clamp(1, 10_000),
     })
@@ -531,6 +536,14 @@ mod tests {
             (
                 "accounting: {cluster: '', domain: d}",
                 "accounting.cluster: must not be empty",
+            ),
+            (
+                "accounting: {cluster: r, domain: d, max_attempts: 11}",
+                "accounting.max_attempts: must be 1 to 10",
+            ),
+            (
+                "accounting: {cluster: r, domain: d, timeout_ms: 60000}",
+                "accounting.timeout_ms: must be 1 to 10000",
             ),
             (
                 "accounting: {cluster: r, domain: d, reservations: [{descriptor: [tenant], amount: tokens}]}",

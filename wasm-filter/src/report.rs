@@ -208,8 +208,9 @@ pub const MAX_BATCH: usize = 256;
 /// Reports an Envoy worker holds at most while the service is unreachable; older ones are
 /// dropped (and counted) first.
 pub const MAX_QUEUED: usize = 20_000;
-/// First retry delay; doubled per attempt.
+/// First retry delay; doubled per attempt up to [`RETRY_MAX_MS`].
 pub const RETRY_BASE_MS: u64 = 250;
+pub const RETRY_MAX_MS: u64 = 8_000;
 
 impl Outbox {
     pub fn push(&mut self, report: UsageReport) {
@@ -271,7 +272,7 @@ impl Outbox {
             return;
         }
         let shift = batch.attempts.saturating_sub(1).min(10);
-        batch.not_before_ms = now_ms + (RETRY_BASE_MS << shift);
+        batch.not_before_ms = now_ms + (RETRY_BASE_MS << shift).min(RETRY_MAX_MS);
         self.retry.push_back(batch);
     }
 

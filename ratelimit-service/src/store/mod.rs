@@ -113,8 +113,9 @@ impl Correction {
 }
 
 /// How long a usage report's id is remembered: a report retried within this time is applied
-/// once. The filter gives up on a report long before (a few attempts within seconds).
-pub const REPORT_ID_TTL_MS: u64 = 10 * 60 * 1000;
+/// once. The filter gives up on a report well before: at most 10 attempts of at most 10 s each,
+/// at most 8 s apart (about 2.5 minutes), 5 with 1 s and 250 ms doubling by default (~9 s).
+pub const REPORT_ID_TTL_MS: u64 = 5 * 60 * 1000;
 
 pub trait Store: Send + Sync + 'static {
     /// Checks every charge at `now_ms` (Unix milliseconds) and adds the hits of all of them

@@ -272,7 +272,7 @@ mod tests {
             [&fix(10, -7), &fix(9, 3), &fix(10, 0)],
         );
         assert_eq!(call.keys, ["rls:{d|t=a}|report=r1", "rls:{d|t=a}|1000:10"]);
-        assert_eq!(call.args, ["600000", "-7", "750"]);
+        assert_eq!(call.args, ["300000", "-7", "750"]);
         let none = correct_call(RedisLayout::HashTagged, 10_250, "r2", []);
         assert_eq!(none.keys, ["rls:{report=r2}"]);
         let refund = refund_call(RedisLayout::HashTagged, 10_250, [&c, &zero]);
