@@ -255,6 +255,12 @@ def test_token_limit_is_exact_under_concurrency(harness, gateway):
     assert billed <= limit + largest, (billed, limit, largest)
     assert used(gw, "kind=tokens") == billed
     assert {e["usage_source"] for e in entries if e["status"] == 200} == {"provider"}
+    # The per tenant-and-model counter (the model from the filter's state, through Envoy's CEL
+    # descriptor) holds exactly what gpt-4o-mini's requests were billed.
+    mini = sum(m.usage()["by_model"].get("gpt-4o-mini", {}).get(k, 0)
+               for m in gw.mocks.values() for k in ("prompt_tokens", "completion_tokens"))
+    assert 0 < mini < billed
+    assert used(gw, "model=gpt-4o-mini", "kind=tokens") == mini
 
     # The same numbers in the metrics, with their labels.
     m = gw.service.metrics()
