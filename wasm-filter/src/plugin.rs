@@ -523,64 +523,43 @@ impl HttpContext for Request {
         if self.first_byte_ms == 0 && body_size > 0 {
             self.first_byte_ms = self.now().as_millis() as u64;
         }
-        if self.response.is_none() {
-            return Action::Continue;
-        }
-        let metered = self.meter.is_some();
-        // A body Envoy buffers for translation is metered whole at its end.
-        let buffered = matches!(self.response, Some(ResponseBody::Json(_)));
-        if metered && (end_of_stream || !buffered) {
-            let chunk = proxy_wasm::hostcalls::get_buffer(
-                proxy_wasm::types::BufferType::HttpResponseBody,
-                0,
-                body_size,
-            )
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-            if let Some(out) = self.meter_chunk(&chunk, end_of_stream)
-                && matches!(self.response, Some(ResponseBody::PassThrough))
-            {
-                self.set_http_response_body(0, body_size, &out);
-            }
-        }
-        let Some(mode) = self.response.as_mut() else {
+        let Some(mode) = self.response.as_ref() else {
             return Action::Continue;
         };
-        match mode {
-            ResponseBody::PassThrough => Action::Continue,
-            ResponseBody::Json(t) => {
-                if !end_of_stream {
-                    return Action::Pause;
-                }
-                let body = proxy_wasm::hostcalls::get_buffer(
-                    proxy_wasm::types::BufferType::HttpResponseBody,
-                    0,
-                    body_size,
-                )
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-                let out = t.translate(&body);
-                self.set_http_response_body(0, body_size, &out);
-                Action::Continue
-            }
-            ResponseBody::Stream(s) => {
-                let chunk = proxy_wasm::hostcalls::get_buffer(
-                    proxy_wasm::types::BufferType::HttpResponseBody,
-                    0,
-                    body_size,
-                )
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+        let pass_through = matches!(mode, ResponseBody::PassThrough);
+        // A body Envoy buffers for translation is read (metered, translated) whole at its end.
+        if matches!(mode, ResponseBody::Json(_)) && !end_of_stream {
+            return Action::Pause;
+        }
+        if pass_through && self.meter.is_none() {
+            return Action::Continue;
+        }
+        // One read of the chunk for the meter and the translator.
+        let chunk = proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::HttpResponseBody,
+            0,
+            body_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let metered = self.meter_chunk(&chunk, end_of_stream);
+        let out = match self.response.as_mut() {
+            Some(ResponseBody::Json(t)) => Some(t.translate(&chunk)),
+            Some(ResponseBody::Stream(s)) => {
                 let mut out = s.push(&chunk);
                 if end_of_stream {
                     out.extend(s.finish());
                 }
-                self.set_http_response_body(0, body_size, &out);
-                Action::Continue
+                Some(out)
             }
+            // Only a pass-through body's meter rewrites it (the usage chunk the client did
+            // not ask for).
+            _ => metered,
+        };
+        if let Some(out) = out {
+            self.set_http_response_body(0, body_size, &out);
         }
+        Action::Continue
     }
 }
