@@ -64,6 +64,22 @@ async fn run<S: Store>(s: &S, now: u64, charges: &[Charge]) -> Outcome {
     s.check_and_charge(now, charges).await.unwrap()
 }
 
+/// Sends `n` copies of `request` at once, spread over `stores` in turn: how many were admitted.
+async fn admitted_of<S: Store>(stores: &[Arc<S>], n: usize, now: u64, request: &[Charge]) -> usize {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let s = Arc::clone(&stores[i % stores.len()]);
+            let request = request.to_vec();
+            tokio::spawn(async move { s.check_and_charge(now, &request).await.unwrap().admitted })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    admitted
+}
+
 /// The counter of `c` at `now`, read with a hits=0 check.
 async fn count<S: Store>(s: &S, now: u64, c: &Charge) -> Counts {
     let probe = Charge {
@@ -339,21 +355,13 @@ mod cases {
 
     pub async fn concurrent_requests_admit_exactly_the_limit<S: Store + Clone>(s: S) {
         let s = Arc::new(s);
-        let tasks: Vec<_> = (0..200)
-            .map(|_| {
-                let s = s.clone();
-                tokio::spawn(async move {
-                    s.check_and_charge(T0 + 1_000, &[sliding("hot", 100, 1)])
-                        .await
-                        .unwrap()
-                        .admitted
-                })
-            })
-            .collect();
-        let mut admitted = 0;
-        for t in tasks {
-            admitted += usize::from(t.await.unwrap());
-        }
+        let admitted = admitted_of(
+            std::slice::from_ref(&s),
+            200,
+            T0 + 1_000,
+            &[sliding("hot", 100, 1)],
+        )
+        .await;
         assert_eq!(admitted, 100);
         assert_eq!(
             count(&*s, T0 + 1_000, &sliding("hot", 100, 0)).await,
@@ -764,21 +772,7 @@ mod redis_only {
 
         // And concurrently: 2 x 100 tasks against a limit of 100.
         let (a, b) = (Arc::new(a), Arc::new(b));
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-                tokio::spawn(async move {
-                    s.check_and_charge(T0 + 2_000, &[sliding("both", 100, 1)])
-                        .await
-                        .unwrap()
-                        .admitted
-                })
-            })
-            .collect();
-        let mut admitted = 0;
-        for t in tasks {
-            admitted += usize::from(t.await.unwrap());
-        }
+        let admitted = admitted_of(&[a, b], 200, T0 + 2_000, &[sliding("both", 100, 1)]).await;
         assert_eq!(admitted, 100);
     }
 
@@ -1402,23 +1396,8 @@ mod cluster_only {
         // and every rejected request's hits on the other one are refunded exactly.
         let (hot, wide) = (unique("hot"), unique("wide"));
         let store = Arc::new(store);
-        let tasks: Vec<_> = (0..200)
-            .map(|_| {
-                let store = store.clone();
-                let request = [tenant(&hot, 100, 1), tenant(&wide, 1_000, 1)];
-                tokio::spawn(async move {
-                    store
-                        .check_and_charge(now, &request)
-                        .await
-                        .unwrap()
-                        .admitted
-                })
-            })
-            .collect();
-        let mut admitted = 0;
-        for t in tasks {
-            admitted += usize::from(t.await.unwrap());
-        }
+        let request = [tenant(&hot, 100, 1), tenant(&wide, 1_000, 1)];
+        let admitted = admitted_of(std::slice::from_ref(&store), 200, now, &request).await;
         assert_eq!(admitted, 100);
         assert_ne!(
             RedisClusterStore::slot(&tenant(&hot, 0, 0), now),
@@ -1447,22 +1426,7 @@ mod cluster_only {
 
         let (a, b) = (Arc::new(a), Arc::new(b));
         let both = unique("both");
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-                let request = [tenant(&both, 100, 1)];
-                tokio::spawn(async move {
-                    s.check_and_charge(T0 + 2_000, &request)
-                        .await
-                        .unwrap()
-                        .admitted
-                })
-            })
-            .collect();
-        let mut admitted = 0;
-        for t in tasks {
-            admitted += usize::from(t.await.unwrap());
-        }
+        let admitted = admitted_of(&[a, b], 200, T0 + 2_000, &[tenant(&both, 100, 1)]).await;
         assert_eq!(admitted, 100);
     }
 

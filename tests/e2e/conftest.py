@@ -313,14 +313,7 @@ class Envoy:
         return (session or self.session).post(self.url + "/v1/chat/completions", headers=h, json=body, timeout=10)
 
     def stats(self, filter_re: str = "ratelimit") -> dict[str, int]:
-        r = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": filter_re}, timeout=5)
-        r.raise_for_status()
-        out = {}
-        for line in r.text.splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().isdigit():
-                out[name] = int(value)
-        return out
+        return envoy_stats(self.admin_port, filter_re)
 
     def admin(self, path: str) -> str:
         r = requests.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5)
@@ -403,6 +396,18 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
         assert m, f"not a Prometheus sample line: {line!r}"
         labels = dict(_LABEL.findall(m.group(2) or ""))
         out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def envoy_stats(admin_port: int, filter_re: str = "") -> dict[str, int]:
+    """Envoy's counters and gauges (admin /stats) whose names match `filter_re`."""
+    r = requests.get(f"http://127.0.0.1:{admin_port}/stats", params={"filter": filter_re}, timeout=5)
+    r.raise_for_status()
+    out = {}
+    for line in r.text.splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit():
+            out[name] = int(value)
     return out
 
 
@@ -816,14 +821,7 @@ class Gateway:
         return self.session.get(self.url + path, headers=h, timeout=30)
 
     def stats(self, filter_re: str = "") -> dict[str, int]:
-        r = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": filter_re}, timeout=5)
-        r.raise_for_status()
-        out = {}
-        for line in r.text.splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().isdigit():
-                out[name] = int(value)
-        return out
+        return envoy_stats(self.admin_port, filter_re)
 
     def upstream_requests(self, deployment: str) -> list[dict]:
         """What the mock behind `deployment` received (its /_mock/requests)."""

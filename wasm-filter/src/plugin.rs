@@ -126,7 +126,11 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_tick(&mut self) {
-        let Some(acc) = self.config.as_ref().and_then(|c| c.accounting.clone()) else {
+        // An Rc clone: the tick runs every flush interval on every worker.
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(acc) = config.accounting.as_ref() else {
             return;
         };
         let now = self.now_ms();
