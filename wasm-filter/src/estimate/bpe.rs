@@ -5,7 +5,7 @@
 //!   the tiktoken-rs crate (a build dependency), embedded with `include_bytes!` and indexed once
 //!   at load into a hash map that borrows the embedded bytes (no per-token allocation).
 //! * Pre-tokenization: the encodings' split regexes on `regex-automata` (linear time, no
-//!   backtracking). The negative look-ahead `\s+(?!\S)` is emulated as in GitHub's `bpe-openai`
+//!   backtracking), behind a fast path for pieces that ASCII alone decides (`ascii.rs`). The negative look-ahead `\s+(?!\S)` is emulated as in GitHub's `bpe-openai`
 //!   (MIT): a second pattern `\s+\s` whose last character is given back.
 //! * Merging (byte-pair encoding of one piece): start from single bytes and repeatedly join the
 //!   adjacent pair whose concatenation has the lowest rank, leftmost on ties, until no adjacent
@@ -23,6 +23,7 @@ use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input};
 use rustc_hash::FxHashMap;
 
+use super::ascii;
 use crate::config::Encoding;
 
 /// A token id.
@@ -195,10 +196,18 @@ impl Tokenizer {
     /// The pre-tokenized pieces of `text`.
     pub fn pieces<'a>(&'a self, text: &'a str) -> Pieces<'a> {
         Pieces {
+            encoding: self.encoding,
             split: &self.split,
             text,
             at: 0,
         }
+    }
+
+    /// The end of the piece starting `rest` by the split regex alone (the fast path's
+    /// reference in the tests).
+    #[cfg(test)]
+    pub(crate) fn regex_piece_end(&self, rest: &str) -> usize {
+        regex_piece_end(&self.split, rest)
     }
 
     fn rank(&self, bytes: &[u8]) -> Option<Rank> {
@@ -372,6 +381,7 @@ impl Tokenizer {
 /// Iterator over the pre-tokenized pieces of a text. Never stalls: a position no pattern
 /// matches (impossible with these patterns) yields one character.
 pub struct Pieces<'a> {
+    encoding: Encoding,
     split: &'a Regex,
     text: &'a str,
     at: usize,
@@ -382,25 +392,33 @@ impl<'a> Iterator for Pieces<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let rest = self.text.get(self.at..).filter(|r| !r.is_empty())?;
-        let one_char = rest.chars().next().map_or(rest.len(), char::len_utf8);
-        let input = Input::new(rest).anchored(Anchored::Yes);
-        let mut end = match self.split.find(input) {
-            Some(m) if m.end() > 0 => {
-                let mut end = m.end();
-                if LOOKAHEAD.get(m.pattern().as_usize()) == Some(&true)
-                    && let Some(last) = rest[..end].chars().next_back()
-                    && end > last.len_utf8()
-                {
-                    end -= last.len_utf8();
-                }
-                end
-            }
-            _ => one_char,
-        };
-        if !rest.is_char_boundary(end) {
-            end = one_char;
-        }
+        let end = ascii::piece_end(self.encoding, rest.as_bytes())
+            .unwrap_or_else(|| regex_piece_end(self.split, rest));
         self.at += end;
         Some(&rest[..end])
+    }
+}
+
+/// The end of the piece starting `rest` (non-empty) by the split regex: at least one character.
+fn regex_piece_end(split: &Regex, rest: &str) -> usize {
+    let one_char = rest.chars().next().map_or(rest.len(), char::len_utf8);
+    let input = Input::new(rest).anchored(Anchored::Yes);
+    let end = match split.find(input) {
+        Some(m) if m.end() > 0 => {
+            let mut end = m.end();
+            if LOOKAHEAD.get(m.pattern().as_usize()) == Some(&true)
+                && let Some(last) = rest[..end].chars().next_back()
+                && end > last.len_utf8()
+            {
+                end -= last.len_utf8();
+            }
+            end
+        }
+        _ => one_char,
+    };
+    if rest.is_char_boundary(end) {
+        end
+    } else {
+        one_char
     }
 }

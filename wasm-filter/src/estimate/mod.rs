@@ -27,6 +27,7 @@
 //! corpus and encoding (±5% on random base64 and random words), and the model-only fallback
 //! within ±6%.
 
+mod ascii;
 pub mod bpe;
 pub mod request;
 pub mod sample;

@@ -214,6 +214,58 @@ fn substrings_match_tiktoken() {
     }
 }
 
+/// The ASCII fast path of the pre-tokenizer ends every piece where the split regex does: at
+/// every offset of random texts built from the characters each alternative turns on (ASCII
+/// classes, contractions, and non-ASCII letters, marks, digits, spaces and punctuation next
+/// to them), and at every offset of the corpora's first 20 KiB.
+#[test]
+fn ascii_fast_path_ends_pieces_like_the_regex() {
+    const ATOMS: &[&str] = &[
+        "a", "z", "q", "A", "Z", "Q", "0", "7", "9", " ", " ", "  ", "\t", "\n", "\r", "\r\n",
+        "\x0b", "\x0c", "'", "'s", "'S", "'t", "'re", "'RE", "'ve", "'m", "'ll", "'Ll", "'d", "'r",
+        "'l", ".", ",", "!", "/", "//", "-", "_", "(", ")", "\"", "#", "\x00", "\x1f", "\x7f", "é",
+        "É", "ſ", "\u{a0}", "\u{3000}", "\u{85}", "中", "٣", "\u{301}", "🙂", "ǅ", "ʰ", "²", "—",
+        "«", "\u{2028}",
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    };
+    let mut texts: Vec<String> = (0..4000)
+        .map(|_| {
+            (0..1 + next(24))
+                .map(|_| ATOMS[next(ATOMS.len())])
+                .collect()
+        })
+        .collect();
+    for (_, corpus) in CORPORA {
+        let mut end = 20_000.min(corpus.len());
+        while !corpus.is_char_boundary(end) {
+            end -= 1;
+        }
+        texts.push(corpus[..end].to_string());
+    }
+    for e in BOTH {
+        let (mut fast, mut total) = (0usize, 0usize);
+        for text in &texts {
+            for (at, _) in text.char_indices() {
+                let rest = &text[at..];
+                total += 1;
+                if let Some(end) = ascii::piece_end(e, rest.as_bytes()) {
+                    fast += 1;
+                    assert_eq!(end, tok(e).regex_piece_end(rest), "{e:?} {rest:?}");
+                }
+            }
+        }
+        // The fast path must actually decide most positions of these texts.
+        assert!(fast * 2 > total, "{e:?}: fast path took {fast} of {total}");
+    }
+}
+
 // ---- bounded estimator ----
 
 /// Sampled estimate within this many percent of exact, every corpus, both encodings.
