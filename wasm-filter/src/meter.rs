@@ -373,12 +373,24 @@ impl UsageScanner {
     /// Consumes a chunk, returns the `usage` members it completed.
     fn feed(&mut self, chunk: &[u8]) -> Vec<Member> {
         let mut found = Vec::new();
-        for &b in chunk {
+        let mut at = 0;
+        while let Some(&b) = chunk.get(at) {
             if self.done {
                 break;
             }
+            if self.in_string && !self.escaped && self.key.is_none() && self.capture.is_none() {
+                // Inside a string nothing is read but where it ends: skip to the next quote or
+                // backslash (the generated text is most of an answer's bytes).
+                let skip = memchr::memchr2(b'"', b'\\', &chunk[at..]).unwrap_or(chunk.len() - at);
+                if skip > 0 {
+                    self.pos += skip;
+                    at += skip;
+                    continue;
+                }
+            }
             let pos = self.pos;
             self.pos += 1;
+            at += 1;
             found.extend(self.byte(pos, b));
         }
         found
