@@ -199,12 +199,12 @@ def main(src, dst):
         ld, t = r["load"], r["ticks"]
         n = ld["requests"] + ld["errors"]
         notes = [f"Envoy CPU {cpu_us(t['envoy'], n):.0f} µs/req"]
-        if r["variant"] == "gateway" and "svc" in t:
+        if r["variant"].startswith("gateway") and "svc" in t:
             d = gw_decisions(r)
             notes.append(f"RLS decisions {d.get('ok', 0) + d.get('over_limit', 0):,} "
                          f"(over limit {d.get('over_limit', 0):,}), RLS errors {d.get('error', 0):,} "
                          f"(failure_mode_allowed {d.get('failure_mode_allowed', 0):,})")
-        if t.get("redis") is not None and r["variant"] == "gateway":
+        if t.get("redis") is not None and r["variant"].startswith("gateway"):
             notes.append(f"Redis CPU {cpu_us(t['redis'], n):.1f} µs/req")
         notes.append(f"mock CPU {cpu_us(t['mock'], n):.0f} µs/req")
         if ld.get("client_cpu_us_per_req") is not None:
@@ -215,7 +215,8 @@ def main(src, dst):
             notes.append(f"{ld['waited_for_conn']} waited for a free connection")
         # At a fixed 500/s the per-core tick counts of /proc/stat undercount short bursts; the
         # processes' own CPU times (precise) say how much of the SUT core the gateway used.
-        ours = t["envoy"] + (t.get("svc") or 0)
+        # The service's CPU counts on the SUT core only where it ran there.
+        ours = t["envoy"] + (0 if r["variant"] == "gateway-svcaux" else (t.get("svc") or 0))
         secs = ld["duration_s"] or 1
         if ld["mode"] == "open" or ld["connections"] == 1:
             notes.append(f"Envoy{' + svc' if t.get('svc') else ''} used {ours / hz / secs * 100:.0f}% of core{sut}")
@@ -226,7 +227,7 @@ def main(src, dst):
 
     def svc_us(r):
         t = r["ticks"]
-        if r["variant"] != "gateway" or t.get("svc") is None:
+        if not r["variant"].startswith("gateway") or t.get("svc") is None:
             return "–"
         d = gw_decisions(r)
         x = cpu_us(t["svc"], d.get("ok", 0) + d.get("over_limit", 0))
@@ -274,7 +275,7 @@ def main(src, dst):
 
     base_e = None
     e_cpu = {}
-    for variant in ("plain", "norl", "gateway"):
+    for variant in ("plain", "norl", "gateway", "gateway-svcaux"):
         r = by_id.get(f"e-{variant}")
         if not r:
             continue
@@ -303,11 +304,16 @@ def main(src, dst):
             "plain": "plain Envoy → mock",
             "norl": "gateway without its rate-limit filter (wasm + buffer) → mock",
             "gateway": "gateway (wasm + buffer + ratelimit → service, Redis) → mock",
+            "gateway-svcaux": "the same gateway with the service on the other core → mock",
         }[variant]
+        pinning = {
+            "gateway": f"envoy + svc core{sut}; gw-load + mock + redis core{aux}",
+            "gateway-svcaux": f"envoy core{sut}; svc + gw-load + mock + redis core{aux}",
+        }.get(variant, f"envoy core{sut}; gw-load + mock + redis core{aux}")
         rows.append([
             r["id"],
             f"{what}, 1,000-token chat, closed loop, {ld['connections']} conns",
-            f"envoy{' + svc' if variant == 'gateway' else ''} core{sut}; gw-load + mock + redis core{aux}",
+            pinning,
             fmt_int(ld["rps"]),
             fmt_us(ld["p50_us"]),
             fmt_us(ld["p99_us"]),

@@ -29,7 +29,9 @@
 #         (10) s per prompt size and Envoy after a warm-up; memory store. p50/p99 of both.
 #      e. Throughput at saturation: closed loop, BENCH_CONCURRENCY connections, 1,000-token
 #         prompts, Redis store; also the gateway without its rate-limit filter (e-norl), which
-#         splits the gateway's cost between the wasm filter and Envoy's rate-limit filter.
+#         splits the gateway's cost between the wasm filter and Envoy's rate-limit filter, and
+#         the gateway with the service moved to the other core (e-gateway-svcaux: Envoy alone
+#         on the SUT core, as beside a separately deployed service).
 #      f. The estimator inside Envoy's V8 (N = 1,000: exact BPE; 10,000 and 100,000: above
 #         32 KiB, the sampled estimator): latency (1 request in flight, BENCH_EST_SECS (4) s
 #         each) of chat-N and of shadow-N (the same text in the top-level `user` field, which
@@ -308,8 +310,8 @@ fi
 taskset -apc "$AUX" "$REDIS_PID" >/dev/null
 redis-cli -p "$REDIS_PORT" SCRIPT FLUSH >/dev/null
 
-start_service() { # name store [limits file]: on the SUT core
-    start_bg "$1" "$SUT" "$RLS_BIN" --config "${3:-$CONFIG}" --grpc-addr "127.0.0.1:$GRPC_PORT" \
+start_service() { # name store [limits file [core]]: on the SUT core unless told
+    start_bg "$1" "${4:-$SUT}" "$RLS_BIN" --config "${3:-$CONFIG}" --grpc-addr "127.0.0.1:$GRPC_PORT" \
         --http-addr "127.0.0.1:$HTTP_PORT" --store "$2" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
         --failure-mode open --log-format text
     SVC_PID=$LAST_PID
@@ -663,6 +665,21 @@ if want e; then
             "$id" "$variant" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
         clear_mock
     done
+    # The same gateway with the service moved to the other core (with Redis): Envoy alone on
+    # its core, as when the service runs on its own pods. Envoy reconnects to the new process.
+    stop_pid "$SVC_PID"
+    start_service svc-e-aux redis "$GW_LIMITS" "$AUX"
+    id=e-gateway-svcaux url="http://127.0.0.1:$GWE_PORT/v1/chat/completions"
+    say "e. gateway, service on core $AUX, 1000-token prompts, closed loop, $CONC connections: ${WARM}s warm-up, ${SECS}s measured"
+    wait_quiet
+    gw_load "gw-$id" --url "$url" --body "$BODIES/chat-1000.json" --connections "$CONC" \
+        --duration "$WARM" --label warmup >/dev/null
+    gw_run "$id" "$GWE_ADMIN" "$GW_PID,$SVC_PID,$MOCK_PID,$REDIS_PID" --url "$url" \
+        --body "$BODIES/chat-1000.json" --connections "$CONC" --duration "$SECS"
+    alive "$GW_PID" "envoy-e-gateway"
+    record "$(printf '{"kind":"gw-throughput","id":"%s","variant":"gateway-svcaux","size":1000,"load":%s,"ticks":{"envoy":%s,"svc":%s,"mock":%s,"redis":%s},"stats_before":%s,"stats_after":%s,"sut":%s,"aux":%s}' \
+        "$id" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
+    clear_mock
     stop_pid "$GW_PID"
     stop_pid "$NR_PID"
     stop_pid "$PL_PID"
