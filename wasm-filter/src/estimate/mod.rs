@@ -11,18 +11,19 @@
 //! Measured on the corpora in `testdata/estimate/` (50–70 KiB each, so above the exact limit;
 //! built from this project's own text and code by `make_corpora.py` there;
 //! release build; error of the default estimator vs the exact count, o200k / cl100k; cost
-//! native and under wasmtime; method and full tables in `ESTIMATION.md`):
+//! native and in Node's V8 (`examples/wasi-node.mjs`); method and full tables in
+//! `ESTIMATION.md`):
 //!
-//! | corpus | exact tokens (o200k) | error o200k | error cl100k | µs native | µs wasm | exact µs native |
+//! | corpus | exact tokens (o200k) | error o200k | error cl100k | µs native | µs V8 (Node) | exact µs native |
 //! | --- | ---: | ---: | ---: | ---: | ---: | ---: |
-//! | English prose | 15,827 | −0.73% | −0.42% | 474 | 797 | 1,503 |
-//! | Rust + Python code | 17,405 | −0.07% | +0.15% | 455 | 810 | 1,469 |
-//! | JSON | 19,077 | +1.51% | +1.70% | 416 | 766 | 1,266 |
-//! | CJK | 12,793 | −0.09% | −1.46% | 1,068 | 1,370 | 3,037 |
-//! | mixed RAG prompt | 18,484 | +0.37% | −1.50% | 636 | 991 | 2,085 |
+//! | English prose | 15,827 | −0.73% | −0.42% | 284 | 366 | 768 |
+//! | Rust + Python code | 17,405 | −0.07% | +0.15% | 248 | 319 | 699 |
+//! | JSON | 19,077 | +1.51% | +1.70% | 205 | 267 | 503 |
+//! | CJK | 12,793 | −0.09% | −1.46% | 1,038 | 1,638 | 2,883 |
+//! | mixed RAG prompt | 18,484 | +0.37% | −1.50% | 484 | 635 | 1,389 |
 //!
-//! At 100,000 tokens (≈ 370 KiB) the estimator takes ≈ 1.0 ms native / 1.3 ms wasm where exact
-//! counting takes 12 ms (tiktoken-rs: 24 ms). Loading: o200k 11 ms, cl100k 3 ms natively
+//! At 100,000 tokens (≈ 370 KiB) the estimator takes ≈ 0.84 ms native where exact counting
+//! takes 7 ms (tiktoken-rs: 22 ms). Loading: o200k 11 ms, cl100k 3 ms natively
 //! (tiktoken-rs: 146 ms, 52 ms). The tests assert the estimate within ±3% of exact on every
 //! corpus and encoding (±5% on random base64 and random words), and the model-only fallback
 //! within ±6%.
