@@ -645,13 +645,20 @@ if want e; then
     start_envoy envoy-e-plain plain "$PLE_PORT" "$PLE_ADMIN"
     PL_PID=$ENVOY_PID
     # norl: the gateway without its rate-limit filter, to split the gateway's cost between the
-    # wasm filter and Envoy's rate-limit filter.
-    for variant in plain norl gateway; do
+    # wasm filter and Envoy's rate-limit filter. gateway-svcaux: the same gateway with the
+    # service moved to the other core (with Redis), Envoy alone on its core as beside a
+    # separately deployed service; Envoy reconnects to the new process.
+    for variant in plain norl gateway gateway-svcaux; do
         id=e-$variant
         case $variant in
         plain) port=$PLE_PORT admin=$PLE_ADMIN epid=$PL_PID what="plain Envoy" ;;
         norl) port=$NRE_PORT admin=$NRE_ADMIN epid=$NR_PID what="gateway without the rate-limit filter" ;;
-        *) port=$GWE_PORT admin=$GWE_ADMIN epid=$GW_PID what="gateway (+ service, Redis store)" ;;
+        gateway) port=$GWE_PORT admin=$GWE_ADMIN epid=$GW_PID what="gateway (+ service, Redis store)" ;;
+        *)
+            stop_pid "$SVC_PID"
+            start_service svc-e-aux redis "$GW_LIMITS" "$AUX"
+            port=$GWE_PORT admin=$GWE_ADMIN epid=$GW_PID what="gateway, service on core $AUX"
+            ;;
         esac
         url="http://127.0.0.1:$port/v1/chat/completions"
         say "e. $what, 1000-token prompts, closed loop, $CONC connections: ${WARM}s warm-up, ${SECS}s measured"
@@ -665,21 +672,6 @@ if want e; then
             "$id" "$variant" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
         clear_mock
     done
-    # The same gateway with the service moved to the other core (with Redis): Envoy alone on
-    # its core, as when the service runs on its own pods. Envoy reconnects to the new process.
-    stop_pid "$SVC_PID"
-    start_service svc-e-aux redis "$GW_LIMITS" "$AUX"
-    id=e-gateway-svcaux url="http://127.0.0.1:$GWE_PORT/v1/chat/completions"
-    say "e. gateway, service on core $AUX, 1000-token prompts, closed loop, $CONC connections: ${WARM}s warm-up, ${SECS}s measured"
-    wait_quiet
-    gw_load "gw-$id" --url "$url" --body "$BODIES/chat-1000.json" --connections "$CONC" \
-        --duration "$WARM" --label warmup >/dev/null
-    gw_run "$id" "$GWE_ADMIN" "$GW_PID,$SVC_PID,$MOCK_PID,$REDIS_PID" --url "$url" \
-        --body "$BODIES/chat-1000.json" --connections "$CONC" --duration "$SECS"
-    alive "$GW_PID" "envoy-e-gateway"
-    record "$(printf '{"kind":"gw-throughput","id":"%s","variant":"gateway-svcaux","size":1000,"load":%s,"ticks":{"envoy":%s,"svc":%s,"mock":%s,"redis":%s},"stats_before":%s,"stats_after":%s,"sut":%s,"aux":%s}' \
-        "$id" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
-    clear_mock
     stop_pid "$GW_PID"
     stop_pid "$NR_PID"
     stop_pid "$PL_PID"
