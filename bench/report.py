@@ -237,6 +237,12 @@ def main(src, dst):
         x = a - b
         return f"{'+' if x >= 0 else '−'}{fmt_us(abs(x))}"
 
+    def gw_row(r, what, pinning, svc, vs, notes):
+        """A gateway-phase row: the load's rate and latencies from the record."""
+        ld = r["load"]
+        rows.append([r["id"], what, pinning, fmt_int(ld["rps"]), fmt_us(ld["p50_us"]),
+                     fmt_us(ld["p99_us"]), svc, vs, "; ".join(notes)])
+
     rate = gmeta.get("rate", 500)
     for n in (100, 1000, 10000):
         base = by_id.get(f"d-plain-{n}")
@@ -259,19 +265,12 @@ def main(src, dst):
             if p and variant == "gateway":
                 notes.insert(0, f"filter's estimate {p['estimate']:,} tokens (native: estimate "
                                 f"{p['native_estimate_us']:.0f} µs, whole body step {p['native_body_step_us']:.0f} µs)")
-            rows.append([
-                r["id"],
-                (f"plain Envoy → mock, {n:,}-token chat, open loop {ld['rate']:,.0f}/s" if variant == "plain" else
-                 f"gateway (wasm + buffer + ratelimit → service, memory) → mock, {n:,}-token chat, "
-                 f"open loop {ld['rate']:,.0f}/s"),
-                f"envoy{'' if variant == 'plain' else ' + svc'} core{sut}; gw-load + mock core{aux}",
-                fmt_int(ld["rps"]),
-                fmt_us(ld["p50_us"]),
-                fmt_us(ld["p99_us"]),
-                svc_us(r),
-                vs,
-                "; ".join(notes),
-            ])
+            gw_row(r,
+                   (f"plain Envoy → mock, {n:,}-token chat, open loop {ld['rate']:,.0f}/s" if variant == "plain" else
+                    f"gateway (wasm + buffer + ratelimit → service, memory) → mock, {n:,}-token chat, "
+                    f"open loop {ld['rate']:,.0f}/s"),
+                   f"envoy{'' if variant == 'plain' else ' + svc'} core{sut}; gw-load + mock core{aux}",
+                   svc_us(r), vs, notes)
 
     base_e = None
     e_cpu = {}
@@ -310,17 +309,8 @@ def main(src, dst):
             "gateway": f"envoy + svc core{sut}; gw-load + mock + redis core{aux}",
             "gateway-svcaux": f"envoy core{sut}; svc + gw-load + mock + redis core{aux}",
         }.get(variant, f"envoy core{sut}; gw-load + mock + redis core{aux}")
-        rows.append([
-            r["id"],
-            f"{what}, 1,000-token chat, closed loop, {ld['connections']} conns",
-            pinning,
-            fmt_int(ld["rps"]),
-            fmt_us(ld["p50_us"]),
-            fmt_us(ld["p99_us"]),
-            svc_us(r),
-            vs,
-            "; ".join(notes),
-        ])
+        gw_row(r, f"{what}, 1,000-token chat, closed loop, {ld['connections']} conns", pinning,
+               svc_us(r), vs, notes)
 
     for n in (1000, 10000, 100000):
         runs = {}
@@ -334,19 +324,11 @@ def main(src, dst):
                 vs = "–"
                 if variant == "gateway" and ("plain", body) in runs:
                     vs = f"p50 {delta_us(ld['p50_us'], runs[('plain', body)])} vs f-plain-{body}-{n}"
-                rows.append([
-                    r["id"],
-                    ("plain Envoy → mock" if variant == "plain" else
-                     "gateway without its rate-limit filter (wasm + buffer) → mock")
-                    + f", {body}-{n} ({'the text as the prompt' if body == 'chat' else 'the same text in `user`, not estimated'}), 1 in flight",
-                    f"envoy core{sut}; gw-load + mock core{aux}",
-                    fmt_int(ld["rps"]),
-                    fmt_us(ld["p50_us"]),
-                    fmt_us(ld["p99_us"]),
-                    "–",
-                    vs,
-                    "; ".join(gw_notes(r)),
-                ])
+                gw_row(r,
+                       ("plain Envoy → mock" if variant == "plain" else
+                        "gateway without its rate-limit filter (wasm + buffer) → mock")
+                       + f", {body}-{n} ({'the text as the prompt' if body == 'chat' else 'the same text in `user`, not estimated'}), 1 in flight",
+                       f"envoy core{sut}; gw-load + mock core{aux}", "–", vs, gw_notes(r))
         p = prompts.get(f"chat-{n}")
         if len(runs) == 4 and p:
             inside = ((runs[("gateway", "chat")] - runs[("gateway", "shadow")])
