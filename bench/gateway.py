@@ -13,6 +13,9 @@ KIND:
                 the one mock provider, and the filter's keys replaced by N bench keys
                 `sk-bench-<i>` -> tenant `bench-<i>`, tier pro (i < N).
   gateway-norl  the same without envoy.filters.http.ratelimit (wasm filter, buffer, router).
+  gateway-rpmtpm  the same with only the rate limits issue 3 names: the tenant's requests and its
+                tokens (hits_addend = the estimate); without the demo's per-model (CEL) and spend
+                descriptors.
   plain         the same listener (port, per-connection buffer limit, HTTP connection manager
                 settings) with ONE route, prefix "/" -> cluster openai-a (the demo's timeouts:
                 none overall, idle 120 s; no retry policy, no header rewriting), no HTTP filter
@@ -66,6 +69,9 @@ def render(kind: str, listen: int, admin: int, rls: int, mock: int, keys: int) -
     if kind == "gateway-norl":
         return header + sub(text, r"^          - name: envoy\.filters\.http\.ratelimit\n.*?(?=^          - name: envoy\.filters\.http\.router\n)",
                             "", 1, "ratelimit filter")
+    if kind == "gateway-rpmtpm":
+        return header + sub(text, r"^              # Per tenant and model:.*?(?=^          - name: envoy\.filters\.http\.router\n)",
+                            "", 1, "per-model and spend rate limits")
     if kind != "plain":
         raise SystemExit(f"unknown kind {kind}")
     text = sub(text, r"^            virtual_hosts:\n.*?(?=^          http_filters:\n)",
@@ -90,7 +96,7 @@ def render(kind: str, listen: int, admin: int, rls: int, mock: int, keys: int) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kind", choices=["gateway", "gateway-norl", "plain"])
+    ap.add_argument("kind", choices=["gateway", "gateway-norl", "gateway-rpmtpm", "plain"])
     ap.add_argument("--listen", type=int, required=True)
     ap.add_argument("--admin", type=int, required=True)
     ap.add_argument("--rls", type=int, required=True)

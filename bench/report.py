@@ -195,16 +195,20 @@ def main(src, dst):
                 out[m[3]] = out.get(m[3], 0) + v - before.get(k, 0)
         return out
 
+    def limited(r):
+        """Whether the run went through Envoy's rate-limit filter and the service."""
+        return r["variant"] not in ("plain", "norl") and "svc" in r["ticks"]
+
     def gw_notes(r, svc_name=True):
         ld, t = r["load"], r["ticks"]
         n = ld["requests"] + ld["errors"]
         notes = [f"Envoy CPU {cpu_us(t['envoy'], n):.0f} µs/req"]
-        if r["variant"].startswith("gateway") and "svc" in t:
+        if limited(r):
             d = gw_decisions(r)
             notes.append(f"RLS decisions {d.get('ok', 0) + d.get('over_limit', 0):,} "
                          f"(over limit {d.get('over_limit', 0):,}), RLS errors {d.get('error', 0):,} "
                          f"(failure_mode_allowed {d.get('failure_mode_allowed', 0):,})")
-        if t.get("redis") is not None and r["variant"].startswith("gateway"):
+        if t.get("redis") is not None and limited(r):
             notes.append(f"Redis CPU {cpu_us(t['redis'], n):.1f} µs/req")
         notes.append(f"mock CPU {cpu_us(t['mock'], n):.0f} µs/req")
         if ld.get("client_cpu_us_per_req") is not None:
@@ -216,7 +220,7 @@ def main(src, dst):
         # At a fixed 500/s the per-core tick counts of /proc/stat undercount short bursts; the
         # processes' own CPU times (precise) say how much of the SUT core the gateway used.
         # The service's CPU counts on the SUT core only where it ran there.
-        ours = t["envoy"] + (0 if r["variant"] == "gateway-svcaux" else (t.get("svc") or 0))
+        ours = t["envoy"] + (0 if "svcaux" in r["variant"] else (t.get("svc") or 0))
         secs = ld["duration_s"] or 1
         if ld["mode"] == "open" or ld["connections"] == 1:
             notes.append(f"Envoy{' + svc' if t.get('svc') else ''} used {ours / hz / secs * 100:.0f}% of core{sut}")
@@ -227,7 +231,7 @@ def main(src, dst):
 
     def svc_us(r):
         t = r["ticks"]
-        if not r["variant"].startswith("gateway") or t.get("svc") is None:
+        if not limited(r) or t.get("svc") is None:
             return "–"
         d = gw_decisions(r)
         x = cpu_us(t["svc"], d.get("ok", 0) + d.get("over_limit", 0))
@@ -274,7 +278,7 @@ def main(src, dst):
 
     base_e = None
     e_cpu = {}
-    for variant in ("plain", "norl", "gateway", "gateway-svcaux"):
+    for variant in ("plain", "norl", "gateway", "gateway-svcaux", "rpmtpm-svcaux", "rpmtpm-svcaux-shadow"):
         r = by_id.get(f"e-{variant}")
         if not r:
             continue
@@ -304,12 +308,16 @@ def main(src, dst):
             "norl": "gateway without its rate-limit filter (wasm + buffer) → mock",
             "gateway": "gateway (wasm + buffer + ratelimit → service, Redis) → mock",
             "gateway-svcaux": "the same gateway with the service on the other core → mock",
+            "rpmtpm-svcaux": "the same with only issue 3's descriptors (tenant requests, tenant tokens) → mock",
+            "rpmtpm-svcaux-shadow": "the same, the prompt's text in `user` (everything but its BPE) → mock",
         }[variant]
-        pinning = {
-            "gateway": f"envoy + svc core{sut}; gw-load + mock + redis core{aux}",
-            "gateway-svcaux": f"envoy core{sut}; svc + gw-load + mock + redis core{aux}",
-        }.get(variant, f"envoy core{sut}; gw-load + mock + redis core{aux}")
-        gw_row(r, f"{what}, 1,000-token chat, closed loop, {ld['connections']} conns", pinning,
+        if variant == "gateway":
+            pinning = f"envoy + svc core{sut}; gw-load + mock + redis core{aux}"
+        elif "svcaux" in variant:
+            pinning = f"envoy core{sut}; svc + gw-load + mock + redis core{aux}"
+        else:
+            pinning = f"envoy core{sut}; gw-load + mock + redis core{aux}"
+        gw_row(r, f"{what}, {r.get('body', 'chat-1000')} (1,000 tokens), closed loop, {ld['connections']} conns", pinning,
                svc_us(r), vs, notes)
 
     for n in (1000, 10000, 100000):

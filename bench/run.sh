@@ -31,7 +31,10 @@
 #         prompts, Redis store; also the gateway without its rate-limit filter (e-norl), which
 #         splits the gateway's cost between the wasm filter and Envoy's rate-limit filter, and
 #         the gateway with the service moved to the other core (e-gateway-svcaux: Envoy alone
-#         on the SUT core, as beside a separately deployed service).
+#         on the SUT core, as beside a separately deployed service), and with the service there
+#         the gateway with only issue 3's two descriptors (e-rpmtpm-svcaux), once more with a
+#         prompt the filter does not estimate (e-rpmtpm-svcaux-shadow: what all but the BPE
+#         costs).
 #      f. The estimator inside Envoy's V8 (N = 1,000: exact BPE; 10,000 and 100,000: above
 #         32 KiB, the sampled estimator): latency (1 request in flight, BENCH_EST_SECS (4) s
 #         each) of chat-N and of shadow-N (the same text in the top-level `user` field, which
@@ -569,7 +572,7 @@ start_envoy() { # name kind listen admin: renders bench/gateway.py KIND, starts 
 clear_mock() { curl -sf -X DELETE "http://127.0.0.1:$MOCK_PORT/_mock/requests" >/dev/null || true; }
 
 if [ "$GATEWAY" = 1 ]; then
-    read -r MOCK_PORT GWE_PORT GWE_ADMIN PLE_PORT PLE_ADMIN NRE_PORT NRE_ADMIN <<<"$(free_ports 7)"
+    read -r MOCK_PORT GWE_PORT GWE_ADMIN PLE_PORT PLE_ADMIN NRE_PORT NRE_ADMIN RTE_PORT RTE_ADMIN <<<"$(free_ports 9)"
     BODIES=$OUT/bodies
     rm -rf "$BODIES"
     say "d-f. prompt bodies (sized with the filter's tokenizer) and the estimator natively, on core $SUT"
@@ -644,37 +647,49 @@ if want e; then
     NR_PID=$ENVOY_PID
     start_envoy envoy-e-plain plain "$PLE_PORT" "$PLE_ADMIN"
     PL_PID=$ENVOY_PID
+    start_envoy envoy-e-rpmtpm gateway-rpmtpm "$RTE_PORT" "$RTE_ADMIN"
+    RT_PID=$ENVOY_PID
     # norl: the gateway without its rate-limit filter, to split the gateway's cost between the
     # wasm filter and Envoy's rate-limit filter. gateway-svcaux: the same gateway with the
     # service moved to the other core (with Redis), Envoy alone on its core as beside a
-    # separately deployed service; Envoy reconnects to the new process.
-    for variant in plain norl gateway gateway-svcaux; do
+    # separately deployed service; Envoy reconnects to the new process. rpmtpm-svcaux: only
+    # issue 3's two descriptors (tenant requests and tokens); rpmtpm-svcaux-shadow: the same
+    # with shadow-1000 (the text in `user`): everything but the BPE of the prompt.
+    for variant in plain norl gateway gateway-svcaux rpmtpm-svcaux rpmtpm-svcaux-shadow; do
         id=e-$variant
+        body=chat-1000
         case $variant in
         plain) port=$PLE_PORT admin=$PLE_ADMIN epid=$PL_PID what="plain Envoy" ;;
         norl) port=$NRE_PORT admin=$NRE_ADMIN epid=$NR_PID what="gateway without the rate-limit filter" ;;
         gateway) port=$GWE_PORT admin=$GWE_ADMIN epid=$GW_PID what="gateway (+ service, Redis store)" ;;
-        *)
+        gateway-svcaux)
             stop_pid "$SVC_PID"
             start_service svc-e-aux redis "$GW_LIMITS" "$AUX"
             port=$GWE_PORT admin=$GWE_ADMIN epid=$GW_PID what="gateway, service on core $AUX"
             ;;
+        rpmtpm-svcaux)
+            port=$RTE_PORT admin=$RTE_ADMIN epid=$RT_PID what="gateway with 2 descriptors, service on core $AUX" ;;
+        *)
+            port=$RTE_PORT admin=$RTE_ADMIN epid=$RT_PID body=shadow-1000
+            what="gateway with 2 descriptors, service on core $AUX, prompt not estimated"
+            ;;
         esac
         url="http://127.0.0.1:$port/v1/chat/completions"
-        say "e. $what, 1000-token prompts, closed loop, $CONC connections: ${WARM}s warm-up, ${SECS}s measured"
+        say "e. $what, 1000-token prompts ($body), closed loop, $CONC connections: ${WARM}s warm-up, ${SECS}s measured"
         wait_quiet
-        gw_load "gw-$id" --url "$url" --body "$BODIES/chat-1000.json" --connections "$CONC" \
+        gw_load "gw-$id" --url "$url" --body "$BODIES/$body.json" --connections "$CONC" \
             --duration "$WARM" --label warmup >/dev/null
         gw_run "$id" "$admin" "$epid,$SVC_PID,$MOCK_PID,$REDIS_PID" --url "$url" \
-            --body "$BODIES/chat-1000.json" --connections "$CONC" --duration "$SECS"
+            --body "$BODIES/$body.json" --connections "$CONC" --duration "$SECS"
         alive "$epid" "envoy-e-$variant"
-        record "$(printf '{"kind":"gw-throughput","id":"%s","variant":"%s","size":1000,"load":%s,"ticks":{"envoy":%s,"svc":%s,"mock":%s,"redis":%s},"stats_before":%s,"stats_after":%s,"sut":%s,"aux":%s}' \
-            "$id" "$variant" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
+        record "$(printf '{"kind":"gw-throughput","id":"%s","variant":"%s","body":"%s","size":1000,"load":%s,"ticks":{"envoy":%s,"svc":%s,"mock":%s,"redis":%s},"stats_before":%s,"stats_after":%s,"sut":%s,"aux":%s}' \
+            "$id" "$variant" "$body" "$RUN_JSON" $(tr , ' ' <<<"$RUN_TICKS") "$RUN_ST0" "$RUN_ST1" "$RUN_SUT" "$RUN_AUX")"
         clear_mock
     done
     stop_pid "$GW_PID"
     stop_pid "$NR_PID"
     stop_pid "$PL_PID"
+    stop_pid "$RT_PID"
     stop_pid "$SVC_PID"
 fi
 
