@@ -107,6 +107,16 @@ pub fn report_key(layout: RedisLayout, counter_key: Option<&str>, id: &str) -> S
     }
 }
 
+/// The Redis key of deployment `name`'s circuit (`crate::health`). Every circuit shares one hash
+/// tag, so a batch of outcomes is one script in one slot on Redis Cluster too.
+pub fn health_key(name: &str) -> String {
+    let mut out = String::with_capacity(REDIS_PREFIX.len() + name.len() + 10);
+    out.push_str(REDIS_PREFIX);
+    out.push_str("{health}|");
+    push_escaped(&mut out, name);
+    out
+}
+
 fn write_redis_key(layout: RedisLayout, counter_key: &str, index: impl Display) -> String {
     let mut out = String::with_capacity(REDIS_PREFIX.len() + counter_key.len() + 16);
     out.push_str(REDIS_PREFIX);

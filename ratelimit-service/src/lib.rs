@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod headers;
+pub mod health;
 pub mod http;
 pub mod keys;
 pub mod limiter;

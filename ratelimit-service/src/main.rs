@@ -81,6 +81,12 @@ struct RunArgs {
     /// `-` for stdout, a file path (appended to), or `off`.
     #[arg(long, env = "RLS_ACCESS_LOG", default_value = "-")]
     access_log: String,
+    /// Provider failures in a row (reported by any gateway) that open a deployment's circuit.
+    #[arg(long, env = "RLS_CIRCUIT_FAILURES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    circuit_failures: u32,
+    /// How long an open circuit keeps a deployment out of every gateway's choice.
+    #[arg(long, env = "RLS_CIRCUIT_OPEN_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    circuit_open_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -172,6 +178,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
     let name = store.name();
     let mut state = State::new(store, name, args.failure_mode, metrics, system_clock());
+    state.health = ratelimit_service::health::Policy {
+        failures_to_open: args.circuit_failures,
+        open_for_ms: args.circuit_open_ms,
+    };
     state.access_log = match args.access_log.as_str() {
         "off" => None,
         "-" => Some(Arc::new(parking_lot::Mutex::new(Box::new(

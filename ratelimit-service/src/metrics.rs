@@ -153,6 +153,8 @@ pub struct LlmMetrics {
     pub cost: CounterVec,
     /// Usage reports by result (applied, duplicate, invalid).
     pub reports: IntCounterVec,
+    /// deployment: shared circuits opened by the gateways' reports.
+    circuit_opened: IntCounterVec,
     tenants: LabelCap,
     models: LabelCap,
 }
@@ -216,6 +218,13 @@ impl LlmMetrics {
                 ),
                 &["result"],
             )?,
+            circuit_opened: IntCounterVec::new(
+                Opts::new(
+                    "llm_deployment_circuit_opened_total",
+                    "Times a deployment's shared circuit opened on provider failures reported by the gateways",
+                ),
+                &["deployment"],
+            )?,
             tenants: LabelCap::new(10_000),
             models: LabelCap::new(1_000),
         };
@@ -226,7 +235,15 @@ impl LlmMetrics {
         registry.register(Box::new(m.exceeded.clone()))?;
         registry.register(Box::new(m.cost.clone()))?;
         registry.register(Box::new(m.reports.clone()))?;
+        registry.register(Box::new(m.circuit_opened.clone()))?;
         Ok(m)
+    }
+
+    /// Counts one opening of `deployment`'s shared circuit.
+    pub fn circuit_opened(&self, deployment: &str) {
+        self.circuit_opened
+            .with_label_values(&[self.models.label(deployment)])
+            .inc();
     }
 
     /// A tenant label value, capped.

@@ -50,6 +50,8 @@ pub struct State<S> {
     pub draining: AtomicBool,
     /// Where usage reports' access-log lines go; `None`: nowhere.
     pub access_log: Option<crate::usage::AccessLog>,
+    /// When the deployments' shared circuits open (`crate::health`).
+    pub health: crate::health::Policy,
 }
 
 impl<S: Store> State<S> {
@@ -70,6 +72,7 @@ impl<S: Store> State<S> {
             store_down: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             access_log: None,
+            health: crate::health::Policy::default(),
         }
     }
 

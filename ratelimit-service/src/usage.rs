@@ -16,7 +16,8 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use rls_proto::llmgateway::usage::v1::usage_service_server::UsageService;
 use rls_proto::llmgateway::usage::v1::{
-    ReportRequest, ReportResponse, UsageReport, report_response::Result as Outcome,
+    DeploymentHealth, HealthRequest, HealthResponse, ReportRequest, ReportResponse, UsageReport,
+    report_response::Result as Outcome,
 };
 use rls_proto::rate_limit_descriptor::Entry;
 use rls_proto::{RateLimitDescriptor, RateLimitRequest};
@@ -24,6 +25,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::headers::format_amount;
+use crate::health::{self, MAX_DEPLOYMENT_LEN, MAX_DEPLOYMENTS_PER_CALL};
 use crate::limiter::{self, Item};
 use crate::service::State;
 use crate::store::{Correction, Store};
@@ -211,7 +213,8 @@ impl<S: Store> State<S> {
         let mut out = Vec::with_capacity(results.len());
         let mut lines = String::new();
         let mut failed = None;
-        for r in results {
+        let mut applied = Vec::with_capacity(results.len());
+        for (r, report) in results.into_iter().zip(&req.reports) {
             let (outcome, line) = match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -219,6 +222,9 @@ impl<S: Store> State<S> {
                     continue;
                 }
             };
+            if outcome == Outcome::Applied {
+                applied.push(report);
+            }
             if let Some(l) = line {
                 lines.push_str(&l);
                 lines.push('\n');
@@ -237,10 +243,83 @@ impl<S: Store> State<S> {
             let _ = w.write_all(lines.as_bytes());
             let _ = w.flush();
         }
+        self.record_outcomes(applied).await;
         match failed {
             Some(e) => Err(e),
             None => Ok(ReportResponse { results: out }),
         }
+    }
+
+    /// Feeds the provider outcomes of applied reports (a retried batch's duplicates were fed
+    /// the first time) into the deployments' circuits. Best effort: a store failure loses
+    /// these outcomes, not the reports, which are applied already.
+    async fn record_outcomes(&self, applied: Vec<&UsageReport>) {
+        let outcomes = health::outcomes(applied);
+        if outcomes.is_empty() {
+            return;
+        }
+        let now = (self.clock)();
+        match self
+            .store
+            .record_outcomes(now, &self.health, &outcomes)
+            .await
+        {
+            Ok(opened) => {
+                for ((name, _), _) in outcomes.iter().zip(opened).filter(|(_, o)| *o) {
+                    tracing::warn!(
+                        deployment = %name,
+                        "deployment circuit opened: {} provider failures in a row",
+                        self.health.failures_to_open
+                    );
+                    self.metrics.llm.circuit_opened(name);
+                }
+            }
+            Err(e) => {
+                self.record_store(Err(&e));
+                tracing::warn!(error = %e, "provider outcomes not recorded");
+            }
+        }
+    }
+
+    pub async fn health(&self, req: &HealthRequest) -> Result<HealthResponse, Status> {
+        if req.deployments.len() > MAX_DEPLOYMENTS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_DEPLOYMENTS_PER_CALL} deployments per call, got {}",
+                req.deployments.len()
+            )));
+        }
+        if let Some(d) = req
+            .deployments
+            .iter()
+            .find(|d| d.is_empty() || d.len() > MAX_DEPLOYMENT_LEN)
+        {
+            return Err(Status::invalid_argument(format!(
+                "deployment names must be 1-{MAX_DEPLOYMENT_LEN} bytes, got {} bytes",
+                d.len()
+            )));
+        }
+        let circuits = match self.store.circuits(&req.deployments).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.record_store(Err(&e));
+                return Err(Status::unavailable(format!(
+                    "rate-limit store unavailable: {e}"
+                )));
+            }
+        };
+        let now = (self.clock)();
+        Ok(HealthResponse {
+            deployments: req
+                .deployments
+                .iter()
+                .zip(circuits)
+                .map(|(d, c)| DeploymentHealth {
+                    deployment: d.clone(),
+                    consecutive_failures: c.failures,
+                    open_for_ms: c.open_for_ms(now),
+                })
+                .collect(),
+        })
     }
 }
 
@@ -254,6 +333,13 @@ impl<S: Store> UsageService for UsageSvc<S> {
         request: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
         self.0.report(request.get_ref()).await.map(Response::new)
+    }
+
+    async fn health(
+        &self,
+        request: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        self.0.health(request.get_ref()).await.map(Response::new)
     }
 }
 

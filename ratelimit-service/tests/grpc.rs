@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ratelimit_service::config::compile;
+use ratelimit_service::health::{Circuit, Outcomes, Policy};
 use ratelimit_service::metrics::Metrics;
 use ratelimit_service::server;
 use ratelimit_service::service::{Clock, FailureMode, State};
@@ -15,7 +16,8 @@ use ratelimit_service::store::{Charge, Correction, Outcome, Store, StoreError};
 use rls_proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use rls_proto::llmgateway::usage::v1::usage_service_client::UsageServiceClient;
 use rls_proto::llmgateway::usage::v1::{
-    Correction as PbCorrection, Entry as PbEntry, ReportRequest, UsageReport,
+    Correction as PbCorrection, Entry as PbEntry, HealthRequest, ProviderOutcome, ReportRequest,
+    UsageReport,
 };
 use rls_proto::rate_limit_descriptor::Entry;
 use rls_proto::rate_limit_response::Code;
@@ -48,6 +50,17 @@ impl Store for DownStore {
         Err(StoreError::Timeout(50))
     }
     async fn correct(&self, _: u64, _: &str, _: &[Correction]) -> Result<bool, StoreError> {
+        Err(StoreError::Timeout(50))
+    }
+    async fn record_outcomes(
+        &self,
+        _: u64,
+        _: &Policy,
+        _: &[(String, Outcomes)],
+    ) -> Result<Vec<bool>, StoreError> {
+        Err(StoreError::Timeout(50))
+    }
+    async fn circuits(&self, _: &[String]) -> Result<Vec<Circuit>, StoreError> {
         Err(StoreError::Timeout(50))
     }
     async fn ping(&self) -> Result<(), StoreError> {
@@ -402,6 +415,99 @@ async fn reports_fail_unavailable_while_the_store_is_down() {
         .report(ReportRequest {
             reports: vec![report("x", "tokens", 10, 70)],
         })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+}
+
+fn outcome(id: &str, deployment: &str, outcome: ProviderOutcome) -> UsageReport {
+    UsageReport {
+        request_id: id.into(),
+        deployment: deployment.into(),
+        status: if outcome == ProviderOutcome::Failed {
+            503
+        } else {
+            200
+        },
+        provider_outcome: outcome as i32,
+        ..Default::default()
+    }
+}
+
+fn ask(deployments: &[&str]) -> HealthRequest {
+    HealthRequest {
+        deployments: deployments.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn reported_provider_failures_open_the_shared_circuit_once() {
+    let r = start(MemoryStore::new(), FailureMode::Open, true).await;
+    let mut usage = UsageServiceClient::new(r.channel.clone());
+    // Two gateways' batches: openai-a fails three times in a row (one failure was a 429 of
+    // the tenant's own limit: a local reply, which says nothing about the provider).
+    let first = ReportRequest {
+        reports: vec![
+            outcome("g1-1", "openai-a", ProviderOutcome::Failed),
+            outcome("g1-2", "openai-b", ProviderOutcome::Ok),
+            outcome("g1-3", "openai-a", ProviderOutcome::None),
+            outcome("g1-4", "openai-a", ProviderOutcome::Failed),
+        ],
+    };
+    usage.report(first.clone()).await.unwrap();
+    // The first batch again (its answer was lost): duplicates add no failures.
+    let out = usage.report(first).await.unwrap().into_inner();
+    assert_eq!(out.results, vec![1, 1, 1, 1]);
+    let h = usage
+        .health(ask(&["openai-a", "openai-b", "unknown"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.deployments[0].consecutive_failures, 2);
+    assert_eq!(h.deployments[0].open_for_ms, 0);
+    usage
+        .report(ReportRequest {
+            reports: vec![outcome("g2-1", "openai-a", ProviderOutcome::Failed)],
+        })
+        .await
+        .unwrap();
+    let h = usage
+        .health(ask(&["openai-a", "openai-b", "unknown"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<(&str, u32, u64)> = h
+        .deployments
+        .iter()
+        .map(|d| (d.deployment.as_str(), d.consecutive_failures, d.open_for_ms))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("openai-a", 3, 10_000),
+            ("openai-b", 0, 0),
+            ("unknown", 0, 0)
+        ]
+    );
+    let (_, metrics) = http_get(r.http, "/metrics").await;
+    let line = r#"llm_deployment_circuit_opened_total{deployment="openai-a"} 1"#;
+    assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+
+    let err = usage.health(ask(&[""])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("deployment names must be 1-256 bytes"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn health_is_unavailable_while_the_store_is_down() {
+    let r = start(DownStore, FailureMode::Open, true).await;
+    let err = UsageServiceClient::new(r.channel.clone())
+        .health(ask(&["openai-a"]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);

@@ -19,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ::redis::Value;
+use ratelimit_service::health::{Circuit, Outcomes, Policy};
 use ratelimit_service::keys::counter_key;
 use ratelimit_service::store::memory::MemoryStore;
 use ratelimit_service::store::redis::{RETRY_EVERY, RedisStore};
@@ -459,6 +460,98 @@ mod corrections {
     }
 }
 
+mod circuits {
+    use super::*;
+
+    fn fails(n: u32) -> Outcomes {
+        Outcomes {
+            reset: false,
+            failures: n,
+        }
+    }
+
+    fn batch(items: &[(&str, Outcomes)]) -> Vec<(String, Outcomes)> {
+        items.iter().map(|(d, o)| (d.to_string(), *o)).collect()
+    }
+
+    pub async fn failures_in_a_row_open_a_circuit_and_an_answer_closes_it<S: Store>(s: S) {
+        let p = Policy::default();
+        let now = T0 + 1_000;
+        let names = [
+            "dep-a".to_string(),
+            "dep|b=c".to_string(),
+            "never".to_string(),
+        ];
+        assert_eq!(s.circuits(&names).await.unwrap(), [Circuit::default(); 3]);
+        let opened = s
+            .record_outcomes(
+                now,
+                &p,
+                &batch(&[("dep-a", fails(2)), ("dep|b=c", fails(1))]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(opened, [false, false]);
+        let c = s.circuits(&names).await.unwrap();
+        assert_eq!((c[0].failures, c[0].is_open(now)), (2, false));
+        assert_eq!(c[1].failures, 1);
+        // The third failure in a row opens dep-a; the next one keeps it open without
+        // counting as an opening.
+        let opened = s
+            .record_outcomes(now + 10, &p, &batch(&[("dep-a", fails(1))]))
+            .await
+            .unwrap();
+        assert_eq!(opened, [true]);
+        let opened = s
+            .record_outcomes(now + 20, &p, &batch(&[("dep-a", fails(1))]))
+            .await
+            .unwrap();
+        assert_eq!(opened, [false]);
+        let c = s.circuits(&names).await.unwrap();
+        assert_eq!(
+            c[0],
+            Circuit {
+                failures: 4,
+                open_until_ms: now + 20 + p.open_for_ms
+            }
+        );
+        assert_eq!(c[0].open_for_ms(now + 20), p.open_for_ms);
+        assert_eq!(c[2], Circuit::default(), "a deployment nobody reported");
+        // An answer that is not a failure closes it; failures after it count from zero.
+        let ok_then_fail = Outcomes {
+            reset: true,
+            failures: 1,
+        };
+        s.record_outcomes(now + 30, &p, &batch(&[("dep-a", ok_then_fail)]))
+            .await
+            .unwrap();
+        let c = s.circuits(&names[..1]).await.unwrap();
+        assert_eq!(
+            c[0],
+            Circuit {
+                failures: 1,
+                open_until_ms: 0
+            }
+        );
+        // A stricter policy opens at once.
+        let strict = Policy {
+            failures_to_open: 1,
+            open_for_ms: 500,
+        };
+        let opened = s
+            .record_outcomes(now + 40, &strict, &batch(&[("dep|b=c", fails(1))]))
+            .await
+            .unwrap();
+        assert_eq!(opened, [true]);
+        assert_eq!(
+            s.circuits(&names[1..2]).await.unwrap()[0].open_for_ms(now + 40),
+            500
+        );
+        assert!(s.record_outcomes(now, &p, &[]).await.unwrap().is_empty());
+        assert!(s.circuits(&[]).await.unwrap().is_empty());
+    }
+}
+
 /// Instantiates every case for one store: `suite!(module, async fn making (store, guard))`.
 macro_rules! suite {
     ($name:ident, $make:path) => {
@@ -484,7 +577,19 @@ macro_rules! suite {
                 a_reservation_is_corrected_in_its_own_window,
                 concurrent_retries_apply_once,
             );
+            suite!(@circuits $make;
+                failures_in_a_row_open_a_circuit_and_an_answer_closes_it,
+            );
         }
+    };
+    (@circuits $make:path; $($case:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make().await;
+                circuits::$case(store).await;
+            }
+        )*
     };
     (@fixes $make:path; $($case:ident,)*) => {
         $(
@@ -574,6 +679,27 @@ impl<S: Store> Store for Namespaced<S> {
             .collect();
         let id = format!("{}{id}", self.prefix.trim_end_matches('-'));
         self.store.correct(now_ms, &id, &corrections).await
+    }
+
+    async fn record_outcomes(
+        &self,
+        now_ms: u64,
+        policy: &Policy,
+        outcomes: &[(String, Outcomes)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let outcomes: Vec<(String, Outcomes)> = outcomes
+            .iter()
+            .map(|(d, o)| (format!("{}{d}", self.prefix), *o))
+            .collect();
+        self.store.record_outcomes(now_ms, policy, &outcomes).await
+    }
+
+    async fn circuits(&self, deployments: &[String]) -> Result<Vec<Circuit>, StoreError> {
+        let deployments: Vec<String> = deployments
+            .iter()
+            .map(|d| format!("{}{d}", self.prefix))
+            .collect();
+        self.store.circuits(&deployments).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

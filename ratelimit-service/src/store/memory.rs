@@ -12,6 +12,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{Charge, Correction, Counts, Outcome, REPORT_ID_TTL_MS, Store, StoreError, decide};
+use crate::health::{Circuit, Outcomes, Policy};
 use crate::window::Algorithm;
 
 const SHARDS: usize = 64;
@@ -53,6 +54,8 @@ pub struct MemoryStore {
     hasher: RandomState,
     /// Ids of applied usage reports → when they may be forgotten (Unix ms).
     reports: Arc<Mutex<HashMap<String, u64>>>,
+    /// Deployments' circuits → when they may be forgotten (Unix ms).
+    circuits: Arc<Mutex<HashMap<String, (Circuit, u64)>>>,
 }
 
 impl Default for MemoryStore {
@@ -67,6 +70,7 @@ impl MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             reports: Arc::new(Mutex::new(HashMap::new())),
+            circuits: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -169,9 +173,33 @@ impl MemoryStore {
         true
     }
 
-    /// Drops every counter no window can read any more, and report ids past their time.
+    /// Applies provider outcomes: see [`Store::record_outcomes`].
+    pub fn apply_outcomes(
+        &self,
+        now_ms: u64,
+        policy: &Policy,
+        outcomes: &[(String, Outcomes)],
+    ) -> Vec<bool> {
+        let mut map = self.circuits.lock();
+        outcomes
+            .iter()
+            .map(|(name, o)| {
+                let current = match map.get(name) {
+                    Some(&(c, until)) if until > now_ms => c,
+                    _ => Circuit::default(),
+                };
+                let (next, opened) = current.apply(*o, now_ms, policy);
+                map.insert(name.clone(), (next, now_ms + policy.keep_ms()));
+                opened
+            })
+            .collect()
+    }
+
+    /// Drops every counter no window can read any more, and report ids and circuits past
+    /// their time.
     pub fn sweep(&self, now_ms: u64) -> usize {
         self.reports.lock().retain(|_, until| *until > now_ms);
+        self.circuits.lock().retain(|_, (_, until)| *until > now_ms);
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.lock();
@@ -219,6 +247,25 @@ impl Store for MemoryStore {
         corrections: &[Correction],
     ) -> Result<bool, StoreError> {
         Ok(self.apply_correction(now_ms, id, corrections))
+    }
+
+    async fn record_outcomes(
+        &self,
+        now_ms: u64,
+        policy: &Policy,
+        outcomes: &[(String, Outcomes)],
+    ) -> Result<Vec<bool>, StoreError> {
+        Ok(self.apply_outcomes(now_ms, policy, outcomes))
+    }
+
+    async fn circuits(&self, deployments: &[String]) -> Result<Vec<Circuit>, StoreError> {
+        // Expired entries read as closed only until the sweep drops them: an expired circuit
+        // was last touched `keep_ms` ago, so it is closed already.
+        let map = self.circuits.lock();
+        Ok(deployments
+            .iter()
+            .map(|d| map.get(d).map(|(c, _)| *c).unwrap_or_default())
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -8,7 +8,9 @@
 //! `correct.lua`).
 //!
 //! Besides admission, a store applies usage reports' corrections ([`Store::correct`]): tokens
-//! and spend are reserved on an estimate and corrected once the real usage is known.
+//! and spend are reserved on an estimate and corrected once the real usage is known. And it
+//! keeps the deployments' circuits ([`Store::record_outcomes`], [`Store::circuits`]), so every
+//! gateway sees the provider failures the others saw.
 
 mod link;
 pub mod memory;
@@ -18,6 +20,7 @@ mod script;
 
 use std::future::Future;
 
+use crate::health::{Circuit, Outcomes, Policy};
 use crate::window::Window;
 
 /// How a limit takes part in admission.
@@ -136,6 +139,22 @@ pub trait Store: Send + Sync + 'static {
         corrections: &[Correction],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Applies a batch's provider outcomes to their deployments' circuits under `policy`
+    /// ([`Circuit::apply`], atomically per deployment); per deployment, whether this opened its
+    /// circuit.
+    fn record_outcomes(
+        &self,
+        now_ms: u64,
+        policy: &Policy,
+        outcomes: &[(String, Outcomes)],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// The circuits of `deployments`, in order (closed for one never reported or forgotten).
+    fn circuits(
+        &self,
+        deployments: &[String],
+    ) -> impl Future<Output = Result<Vec<Circuit>, StoreError>> + Send;
+
     /// Cheap reachability probe for health reporting.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -180,6 +199,27 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.correct(now_ms, id, corrections).await,
             AnyStore::Redis(s) => s.correct(now_ms, id, corrections).await,
             AnyStore::RedisCluster(s) => s.correct(now_ms, id, corrections).await,
+        }
+    }
+
+    async fn record_outcomes(
+        &self,
+        now_ms: u64,
+        policy: &Policy,
+        outcomes: &[(String, Outcomes)],
+    ) -> Result<Vec<bool>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.record_outcomes(now_ms, policy, outcomes).await,
+            AnyStore::Redis(s) => s.record_outcomes(now_ms, policy, outcomes).await,
+            AnyStore::RedisCluster(s) => s.record_outcomes(now_ms, policy, outcomes).await,
+        }
+    }
+
+    async fn circuits(&self, deployments: &[String]) -> Result<Vec<Circuit>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.circuits(deployments).await,
+            AnyStore::Redis(s) => s.circuits(deployments).await,
+            AnyStore::RedisCluster(s) => s.circuits(deployments).await,
         }
     }
 

@@ -42,8 +42,12 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::link::{Circuit, Link};
 pub use super::link::{RETRY_EVERY, STALE_AFTER};
-use super::script::{CHECK, CORRECT, check_call, correct_call, parse_correct_reply, parse_reply};
+use super::script::{
+    CHECK, CORRECT, HEALTH, check_call, circuits_cmd, correct_call, health_call, parse_circuits,
+    parse_correct_reply, parse_health_reply, parse_reply,
+};
 use super::{Charge, Correction, Outcome, Store, StoreError};
+use crate::health::{self, Outcomes, Policy};
 pub use crate::keys::REDIS_PREFIX as KEY_PREFIX;
 use crate::keys::{RedisLayout, redis_key};
 
@@ -142,6 +146,41 @@ impl Store for RedisStore {
             })
             .await?;
         parse_correct_reply(reply)
+    }
+
+    async fn record_outcomes(
+        &self,
+        now_ms: u64,
+        policy: &Policy,
+        outcomes: &[(String, Outcomes)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let call = &health_call(now_ms, policy, outcomes);
+        let inner = &*self.inner;
+        let reply = inner
+            .link
+            .call(&inner.circuit, |mut conn| async move {
+                HEALTH.run(&mut conn, call).await
+            })
+            .await?;
+        parse_health_reply(reply, outcomes.len())
+    }
+
+    async fn circuits(&self, deployments: &[String]) -> Result<Vec<health::Circuit>, StoreError> {
+        if deployments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = &circuits_cmd(deployments);
+        let inner = &*self.inner;
+        let values = inner
+            .link
+            .call(&inner.circuit, |mut conn| async move {
+                cmd.query_async::<Vec<Option<String>>>(&mut conn).await
+            })
+            .await?;
+        Ok(parse_circuits(values))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

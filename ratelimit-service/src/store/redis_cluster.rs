@@ -57,11 +57,12 @@ use futures_util::future::{join_all, try_join_all};
 
 use super::link::{Circuit, Link, millis};
 use super::script::{
-    CHECK, CORRECT, Call, Lua, REFUND, check_call, correct_call, parse_correct_reply, parse_reply,
-    refund_call,
+    CHECK, CORRECT, Call, HEALTH, Lua, REFUND, check_call, circuits_cmd, correct_call, health_call,
+    parse_circuits, parse_correct_reply, parse_health_reply, parse_reply, refund_call,
 };
 use super::{Charge, Correction, Counts, Outcome, Store, StoreError, decide};
-use crate::keys::{RedisLayout, redis_key, report_key};
+use crate::health::{self, Outcomes, Policy};
+use crate::keys::{RedisLayout, health_key, redis_key, report_key};
 
 /// Hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
@@ -342,6 +343,36 @@ impl Store for RedisClusterStore {
             applied |= result?;
         }
         Ok(applied)
+    }
+
+    async fn record_outcomes(
+        &self,
+        now_ms: u64,
+        policy: &Policy,
+        outcomes: &[(String, Outcomes)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let call = health_call(now_ms, policy, outcomes);
+        let reply = self.run(key_slot(&health_key("")), &HEALTH, &call).await?;
+        parse_health_reply(reply, outcomes.len())
+    }
+
+    async fn circuits(&self, deployments: &[String]) -> Result<Vec<health::Circuit>, StoreError> {
+        if deployments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = &circuits_cmd(deployments);
+        let inner = &*self.inner;
+        let slot = &inner.slots[usize::from(key_slot(&health_key("")))];
+        let values = inner
+            .link
+            .call(slot, |mut conn| async move {
+                cmd.query_async::<Vec<Option<String>>>(&mut conn).await
+            })
+            .await?;
+        Ok(parse_circuits(values))
     }
 
     /// Pings the master of every slot range the cluster reports, by address: the cluster

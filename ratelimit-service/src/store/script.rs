@@ -1,5 +1,5 @@
-//! The Lua scripts of the Redis stores (`check.lua`, `refund.lua`, `correct.lua`): their arguments, how they
-//! are sent, and the check script's reply.
+//! The Lua scripts of the Redis stores (`check.lua`, `refund.lua`, `correct.lua`,
+//! `health.lua`): their arguments, how they are sent, and their replies.
 //!
 //! A script is sent by hash (`EVALSHA`); when Redis answers `NOSCRIPT` (after a restart, a
 //! `SCRIPT FLUSH`, or on a cluster node that never ran it), the same call is sent once more with
@@ -14,7 +14,8 @@ use ::redis::aio::ConnectionLike;
 use ::redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
 use super::{Charge, Correction, Counts, Mode, Outcome, REPORT_ID_TTL_MS, StoreError};
-use crate::keys::{RedisLayout, redis_key, redis_previous_key, report_key};
+use crate::health::{Circuit, Outcomes, Policy};
+use crate::keys::{RedisLayout, health_key, redis_key, redis_previous_key, report_key};
 use crate::window::Algorithm;
 
 /// A script and its SHA-1.
@@ -30,6 +31,9 @@ pub(super) static REFUND: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!
 
 /// Layout of its arguments and reply: see the header of the file.
 pub(super) static CORRECT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("correct.lua")));
+
+/// Layout of its arguments and reply: see the header of the file.
+pub(super) static HEALTH: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("health.lua")));
 
 /// The keys and arguments of one script call.
 #[derive(Debug, Default)]
@@ -156,6 +160,59 @@ pub(super) fn correct_call<'a>(
         call.args.push(c.ttl_ms(now_ms).to_string());
     }
     call
+}
+
+/// The `health.lua` call that applies `outcomes` at `now_ms` under `policy`.
+pub(super) fn health_call(now_ms: u64, policy: &Policy, outcomes: &[(String, Outcomes)]) -> Call {
+    let mut call = Call::default();
+    call.args.extend([
+        now_ms.to_string(),
+        policy.failures_to_open.to_string(),
+        policy.open_for_ms.to_string(),
+        policy.keep_ms().to_string(),
+    ]);
+    for (name, o) in outcomes {
+        call.keys.push(health_key(name));
+        call.args
+            .extend([u8::from(o.reset).to_string(), o.failures.to_string()]);
+    }
+    call
+}
+
+/// Parses the health script's reply: per deployment, whether the call opened its circuit.
+pub(super) fn parse_health_reply(reply: Value, n: usize) -> Result<Vec<bool>, StoreError> {
+    let bad = |what: String| StoreError::Protocol(format!("health script: {what}"));
+    let Value::Array(items) = reply else {
+        return Err(bad(format!("expected an array, got {reply:?}")));
+    };
+    if items.len() != n {
+        return Err(bad(format!("expected {n} items, got {}", items.len())));
+    }
+    items
+        .iter()
+        .map(|v| match v {
+            Value::Int(0) => Ok(false),
+            Value::Int(1) => Ok(true),
+            other => Err(bad(format!("expected 0 or 1, got {other:?}"))),
+        })
+        .collect()
+}
+
+/// The `MGET` of `deployments`' circuits, all in the `{health}` slot.
+pub(super) fn circuits_cmd(deployments: &[String]) -> Cmd {
+    let mut cmd = ::redis::cmd("MGET");
+    for d in deployments {
+        cmd.arg(health_key(d));
+    }
+    cmd
+}
+
+/// Parses the `MGET` reply: a missing or unreadable circuit is a closed one.
+pub(super) fn parse_circuits(values: Vec<Option<String>>) -> Vec<Circuit> {
+    values
+        .into_iter()
+        .map(|v| v.and_then(|s| Circuit::decode(&s)).unwrap_or_default())
+        .collect()
 }
 
 /// Parses the correct script's reply: 1 applied, 0 duplicate.
