@@ -850,26 +850,31 @@ def secret_file(secret_name: str, value: str) -> str:
 def start_gateway(harness: Harness, *, limits: Path | None = None,
                   plugin_config: str | Callable[[str], str] | None = None, mock_keys: bool = True,
                   wait: bool = True, validate: bool = False, store: str = "memory",
-                  redis_url: str | None = None, service_args: list[str] | None = None) -> Gateway:
+                  redis_url: str | None = None, service_args: list[str] | None = None,
+                  beside: Gateway | None = None) -> Gateway:
     """Starts the three mocks (openai-a, openai-b, anthropic; with the demo's keys unless
     mock_keys=False, then they accept any key), ratelimit-service (memory store, `limits`,
     default envoy/ratelimit/demo.yaml) and Envoy with envoy/demo.yaml rendered onto free ports,
     its secrets copied into the test's temp dir (`Gateway.rotate_secret`). validate=True: the
     rendered config is checked with `envoy --mode validate` first (seconds: V8 compiles the
     filter; the shared gateway and test_gateway.py's render test do it). wait=False: Envoy is
-    started but not waited for (a config the filter must reject)."""
+    started but not waited for (a config the filter must reject). beside=gw: one more Envoy
+    with the same config in front of gw's service and mocks (several gateways)."""
     for what, path in (("mock-provider binary", MOCK_PROVIDER_BIN), ("filter", WASM_FILTER)):
         if not Path(path).exists():
             pytest.fail(f"{what} not found at {path}: run `make build`")
-    mocks = {}
-    for name in GATEWAY_DEPLOYMENTS:
-        keys = {"openai_key": MOCK_OPENAI_KEY, "anthropic_key": MOCK_ANTHROPIC_KEY} if mock_keys else {}
-        mocks[name] = start_mock_provider(harness, name, **keys)
-    svc = harness.service(limits or DEMO_LIMITS, store=store, redis_url=redis_url, args=service_args)
-    secrets = harness.tmp / "secrets"
-    secrets.mkdir(exist_ok=True)
-    for f in DEMO_SECRETS.glob("*.yaml"):
-        shutil.copy(f, secrets / f.name)
+    if beside is not None:
+        mocks, svc, secrets = beside.mocks, beside.service, beside.secrets_dir
+    else:
+        mocks = {}
+        for name in GATEWAY_DEPLOYMENTS:
+            keys = {"openai_key": MOCK_OPENAI_KEY, "anthropic_key": MOCK_ANTHROPIC_KEY} if mock_keys else {}
+            mocks[name] = start_mock_provider(harness, name, **keys)
+        svc = harness.service(limits or DEMO_LIMITS, store=store, redis_url=redis_url, args=service_args)
+        secrets = harness.tmp / "secrets"
+        secrets.mkdir(exist_ok=True)
+        for f in DEMO_SECRETS.glob("*.yaml"):
+            shutil.copy(f, secrets / f.name)
     listen, admin = free_port(), free_port()
     cfg = harness.tmp / f"gateway-{listen}.yaml"
     cfg.write_text(render_gateway_config(listen_port=listen, admin_port=admin, rls_port=svc.grpc_port,

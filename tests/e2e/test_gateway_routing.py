@@ -1,6 +1,7 @@
 """Routing through the gateway (envoy/demo.yaml + the built filter, see test_gateway.py):
-weights, priorities and the local circuit (3 failures open a deployment for 10 s), 503 when no
-deployment is left, Envoy's retries, and provider credentials rotated through file SDS.
+weights, priorities and the local circuit (3 failures open a deployment for 10 s), the circuit
+shared by several Envoys through the service, 503 when no deployment is left, Envoy's retries,
+and provider credentials rotated through file SDS.
 
 Faults are queued on the mocks (`/_mock/faults`): Envoy retries a 5xx twice (3 upstream
 attempts per client request), and the filter records one outcome per client request.
@@ -12,7 +13,7 @@ import json
 from collections import Counter
 
 from conftest import (GATEWAY_DEPLOYMENTS, MOCK_ANTHROPIC_KEY, MOCK_OPENAI_KEY, assert_status, demo_limits,
-                      json_body, wait_until)
+                      json_body, start_gateway, wait_until)
 
 FAIL = {"status": 503, "count": 1000}  # every attempt fails until cleared
 
@@ -150,3 +151,37 @@ def test_provider_credentials_rotate_without_restart(gateway):
     for dep in GATEWAY_DEPLOYMENTS:
         for req in gw.upstream_requests(dep):
             assert "sk-demo" not in json.dumps(req["headers"]), req["headers"]
+
+
+def test_failures_seen_by_one_envoy_keep_the_deployment_out_of_another(gateway, harness):
+    """Provider health is shared: Envoy A's failed requests reach the service in its usage
+    reports, the service opens openai-a's circuit, and Envoy B, which never saw a failure,
+    stops choosing openai-a after its next poll (accounting.health_poll_ms, 1 s in the demo)."""
+    a = gateway()
+    b = start_gateway(harness, beside=a)
+    for gw in (a, b):
+        r = gw.chat("gpt-4o", max_tokens=3)
+        assert_status(r, 200)
+        assert r.headers["x-llm-deployment"] == "openai-a"
+    a.mocks["openai-a"].program_faults(FAIL)
+    for _ in range(3):
+        r = a.chat("gpt-4o", max_tokens=3)
+        assert r.status_code >= 500 and r.headers.get("x-llm-deployment") == "openai-a", (r.status_code, r.text)
+    opened = 'llm_deployment_circuit_opened_total'
+    wait_until(lambda: a.service.metric_value(opened, {"deployment": "openai-a"}) == 1, 5,
+               what="the service to open openai-a's shared circuit from A's reports")
+
+    def polls():
+        return b.stats(r"health_polls$").get("wasmcustom.llm_gateway.health_polls", 0)
+
+    # A poll of B's that answered after the circuit opened.
+    seen = polls()
+    wait_until(lambda: polls() > seen, 5, what="Envoy B to poll the shared circuits")
+    attempts = len(a.upstream_requests("openai-a"))
+    for _ in range(3):
+        r = b.chat("gpt-4o", max_tokens=3)
+        assert_status(r, 200)
+        assert r.headers["x-llm-deployment"] == "anthropic"
+    assert len(a.upstream_requests("openai-a")) == attempts, "B sent a request to openai-a"
+    # B saw no failure of its own: its choice came from the service's answers.
+    assert b.stats(r"health_polls_failed").get("wasmcustom.llm_gateway.health_polls_failed") == 0

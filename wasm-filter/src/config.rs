@@ -35,6 +35,7 @@ struct RawAccounting {
     timeout_ms: Option<u64>,
     max_attempts: Option<u32>,
     flush_interval_ms: Option<u64>,
+    health_poll_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +176,9 @@ pub struct Accounting {
     pub timeout_ms: u64,
     pub max_attempts: u32,
     pub flush_interval_ms: u64,
+    /// How often each worker asks the service for the deployments' shared circuits; 0: never
+    /// (each Envoy then goes by its own circuits only).
+    pub health_poll_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,6 +301,13 @@ fn accounting(raw: RawAccounting) -> Result<Accounting, ConfigError> {
     if !(1..=10_000).contains(&timeout_ms) {
         return Err(err("accounting.timeout_ms", "must be 1 to 10000"));
     }
+    let health_poll_ms = raw.health_poll_ms.unwrap_or(1000);
+    if health_poll_ms != 0 && !(100..=60_000).contains(&health_poll_ms) {
+        return Err(err(
+            "accounting.health_poll_ms",
+            "must be 0 (off) or 100 to 60000",
+        ));
+    }
     Ok(Accounting {
         cluster: raw.cluster,
         domain: raw.domain,
@@ -304,6 +315,7 @@ fn accounting(raw: RawAccounting) -> Result<Accounting, ConfigError> {
         timeout_ms,
         max_attempts,
         flush_interval_ms: raw.flush_interval_ms.unwrap_or(50).clamp(1, 10_000),
+        health_poll_ms,
     })
 }
 
@@ -540,6 +552,10 @@ mod tests {
             (
                 "accounting: {cluster: r, domain: d, max_attempts: 11}",
                 "accounting.max_attempts: must be 1 to 10",
+            ),
+            (
+                "accounting: {cluster: r, domain: d, health_poll_ms: 5}",
+                "accounting.health_poll_ms: must be 0 (off) or 100 to 60000",
             ),
             (
                 "accounting: {cluster: r, domain: d, timeout_ms: 60000}",

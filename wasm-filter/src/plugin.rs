@@ -15,7 +15,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use prost::Message;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
-use rls_proto::llmgateway::usage::v1::ReportRequest;
+use rls_proto::llmgateway::usage::v1::{
+    HealthRequest, HealthResponse, ProviderOutcome, ReportRequest,
+};
 
 use crate::config::{Config, Encoding};
 use crate::errors::GatewayError;
@@ -46,6 +48,12 @@ struct Root {
     nonce: u64,
     /// The last attempt to send a batch failed locally (logged once until one succeeds).
     dispatch_failing: bool,
+    /// Every deployment of the config, as the service's `Health` call asks for them.
+    deployments: Vec<String>,
+    /// The `Health` call in flight.
+    health_call: Option<u32>,
+    /// When the next `Health` call is due (Unix ms).
+    next_health_poll_ms: u64,
 }
 
 struct Metrics {
@@ -53,6 +61,8 @@ struct Metrics {
     local_replies: u32,
     reports_dropped: u32,
     reports_failed: u32,
+    health_polls: u32,
+    health_polls_failed: u32,
 }
 
 impl Metrics {
@@ -78,11 +88,70 @@ impl Metrics {
                 "llm_gateway.usage_report_calls_failed",
             )
             .ok()?,
+            health_polls: proxy_wasm::hostcalls::define_metric(
+                MetricType::Counter,
+                "llm_gateway.health_polls",
+            )
+            .ok()?,
+            health_polls_failed: proxy_wasm::hostcalls::define_metric(
+                MetricType::Counter,
+                "llm_gateway.health_polls_failed",
+            )
+            .ok()?,
         })
     }
 }
 
 impl Root {
+    /// Asks the service for the shared circuits when a poll is due and none is in flight.
+    fn poll_health(&mut self, cluster: &str, every_ms: u64, timeout_ms: u64, now: u64) {
+        if every_ms == 0
+            || self.deployments.is_empty()
+            || self.health_call.is_some()
+            || now < self.next_health_poll_ms
+        {
+            return;
+        }
+        self.next_health_poll_ms = now + every_ms;
+        let bytes = HealthRequest {
+            deployments: self.deployments.clone(),
+        }
+        .encode_to_vec();
+        // A failed dispatch is the reports' failure too, which they log; the next poll retries.
+        if let Ok(token) = self.dispatch_grpc_call(
+            cluster,
+            USAGE_SERVICE,
+            "Health",
+            Vec::new(),
+            Some(&bytes),
+            Duration::from_millis(timeout_ms),
+        ) {
+            self.health_call = Some(token);
+        }
+    }
+
+    /// Keeps the service's answer beside this Envoy's own circuits. Without an answer the
+    /// shared circuits stay as last seen: an open one still closes at its time.
+    fn on_health(&mut self, status: u32, size: usize) {
+        let answer = (status == 0)
+            .then(|| self.get_grpc_call_response_body(0, size))
+            .flatten()
+            .and_then(|b| HealthResponse::decode(b.as_slice()).ok());
+        let Some(answer) = answer else {
+            if let Some(m) = &self.metrics {
+                proxy_wasm::hostcalls::increment_metric(m.health_polls_failed, 1).ok();
+            }
+            return;
+        };
+        let now = self.now_ms();
+        for d in answer.deployments {
+            health::record_shared(&d.deployment, d.open_for_ms, now);
+        }
+        if let Some(m) = &self.metrics {
+            proxy_wasm::hostcalls::increment_metric(m.health_polls, 1).ok();
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.get_current_time()
             .duration_since(UNIX_EPOCH)
@@ -107,7 +176,12 @@ impl Root {
 }
 
 impl Context for Root {
-    fn on_grpc_call_response(&mut self, token: u32, status: u32, _: usize) {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if self.health_call == Some(token) {
+            self.health_call = None;
+            self.on_health(status, size);
+            return;
+        }
         let Some(acc) = self.config.as_ref().and_then(|c| c.accounting.as_ref()) else {
             return;
         };
@@ -174,6 +248,7 @@ impl RootContext for Root {
             }
         }
         self.count_dropped();
+        self.poll_health(&acc.cluster, acc.health_poll_ms, acc.timeout_ms, now);
     }
 
     fn on_vm_start(&mut self, _: usize) -> bool {
@@ -203,6 +278,14 @@ impl RootContext for Root {
                 if let Some(acc) = &c.accounting {
                     self.set_tick_period(Duration::from_millis(acc.flush_interval_ms));
                 }
+                let mut names: Vec<String> = c
+                    .models
+                    .values()
+                    .flat_map(|m| m.deployments.iter().map(|d| d.name.clone()))
+                    .collect();
+                names.sort();
+                names.dedup();
+                self.deployments = names;
                 self.config = Some(Rc::new(c));
                 self.metrics = Metrics::define().map(Rc::new);
                 true
@@ -233,6 +316,7 @@ impl RootContext for Root {
             started_ms: 0,
             first_byte_ms: 0,
             status: 0,
+            provider_outcome: ProviderOutcome::None,
             reserved_at: None,
             meter: None,
             pending: None,
@@ -254,6 +338,8 @@ struct Request {
     first_byte_ms: u64,
     /// The response status (0: none).
     status: u32,
+    /// What the response said about the deployment (`health::outcome`).
+    provider_outcome: ProviderOutcome,
     /// `x-llm-reserved-at`: tokens and spend were reserved then.
     reserved_at: Option<u64>,
     meter: Option<Meter>,
@@ -352,6 +438,7 @@ impl Request {
             },
             estimated_tokens: r.map_or(0, |r| r.estimate),
             estimated_cost_micros: r.map_or(0, |r| r.cost_estimate),
+            provider_outcome: self.provider_outcome,
         };
         let reserved = match (r, self.reserved_at) {
             (Some(r), Some(at_ms)) => Some(Reserved {
@@ -491,7 +578,8 @@ impl HttpContext for Request {
         let details = self
             .get_property(vec!["response", "code_details"])
             .and_then(|b| String::from_utf8(b).ok());
-        let step = if health::is_provider_outcome(details.as_deref()) {
+        self.provider_outcome = health::outcome(status, details.as_deref());
+        let step = if self.provider_outcome != ProviderOutcome::None {
             health::record(&routed.deployment, status, now.as_millis() as u64);
             flow::on_response_headers(
                 &config,

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use rls_proto::llmgateway::usage::v1::{Correction, Entry, UsageReport};
+use rls_proto::llmgateway::usage::v1::{Correction, Entry, ProviderOutcome, UsageReport};
 
 use crate::config::{Accounting, Amount, Price};
 use crate::meter::Meter;
@@ -120,6 +120,8 @@ pub struct Finished {
     /// The reservation's estimate, 0 for requests that never reached admission.
     pub estimated_tokens: u64,
     pub estimated_cost_micros: u64,
+    /// What the response says about the deployment (`health::outcome`).
+    pub provider_outcome: ProviderOutcome,
 }
 
 /// The report of a finished request. `reserved`: what admission charged (`None`: nothing was,
@@ -179,6 +181,7 @@ pub fn report(
         duration_ms: f.duration_ms,
         first_token_ms: f.first_byte_ms,
         reserved: reserved.is_some(),
+        provider_outcome: f.provider_outcome as i32,
     }
 }
 
@@ -359,6 +362,7 @@ accounting:
             },
             status: 200,
             estimated_tokens: 1000,
+            provider_outcome: ProviderOutcome::Ok,
             ..Default::default()
         };
         let price = Price {
@@ -378,6 +382,7 @@ accounting:
         let r = report(&accounting(), &f, Some(reserved), Some(used), Some(&price));
         assert_eq!(r.reserved_at_ms, 123);
         assert_eq!(r.cost_micros, 33); // 60 * 0.15 + 40 * 0.6
+        assert_eq!(r.provider_outcome(), ProviderOutcome::Ok);
         // The tier descriptor is left out, as Envoy leaves it out for a key without a tier.
         type Shape<'a> = (Vec<(&'a str, &'a str)>, u64, u64);
         let shapes: Vec<Shape<'_>> = r
