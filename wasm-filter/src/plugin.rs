@@ -48,8 +48,9 @@ struct Root {
     nonce: u64,
     /// The last attempt to send a batch failed locally (logged once until one succeeds).
     dispatch_failing: bool,
-    /// Every deployment of the config, as the service's `Health` call asks for them.
-    deployments: Vec<String>,
+    /// The service's `Health` request for every deployment of the config, encoded once
+    /// (empty: no deployment to ask about).
+    health_request: Vec<u8>,
     /// The `Health` call in flight.
     health_call: Option<u32>,
     /// When the next `Health` call is due (Unix ms).
@@ -106,24 +107,20 @@ impl Root {
     /// Asks the service for the shared circuits when a poll is due and none is in flight.
     fn poll_health(&mut self, cluster: &str, every_ms: u64, timeout_ms: u64, now: u64) {
         if every_ms == 0
-            || self.deployments.is_empty()
+            || self.health_request.is_empty()
             || self.health_call.is_some()
             || now < self.next_health_poll_ms
         {
             return;
         }
         self.next_health_poll_ms = now + every_ms;
-        let bytes = HealthRequest {
-            deployments: self.deployments.clone(),
-        }
-        .encode_to_vec();
         // A failed dispatch is the reports' failure too, which they log; the next poll retries.
         if let Ok(token) = self.dispatch_grpc_call(
             cluster,
             USAGE_SERVICE,
             "Health",
             Vec::new(),
-            Some(&bytes),
+            Some(&self.health_request),
             Duration::from_millis(timeout_ms),
         ) {
             self.health_call = Some(token);
@@ -285,7 +282,11 @@ impl RootContext for Root {
                     .collect();
                 names.sort();
                 names.dedup();
-                self.deployments = names;
+                self.health_request = if names.is_empty() {
+                    Vec::new()
+                } else {
+                    HealthRequest { deployments: names }.encode_to_vec()
+                };
                 self.config = Some(Rc::new(c));
                 self.metrics = Metrics::define().map(Rc::new);
                 true
