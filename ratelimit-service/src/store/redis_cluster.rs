@@ -64,6 +64,11 @@ use super::{Charge, Correction, Counts, Outcome, Store, StoreError, decide};
 use crate::health::{self, Outcomes, Policy};
 use crate::keys::{RedisLayout, health_key, redis_key, report_key};
 
+/// The slot of every deployment's circuit: their keys share the `{health}` hash tag.
+fn health_slot() -> u16 {
+    key_slot(&health_key(""))
+}
+
 /// Hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
 
@@ -355,7 +360,7 @@ impl Store for RedisClusterStore {
             return Ok(Vec::new());
         }
         let call = health_call(now_ms, policy, outcomes);
-        let reply = self.run(key_slot(&health_key("")), &HEALTH, &call).await?;
+        let reply = self.run(health_slot(), &HEALTH, &call).await?;
         parse_health_reply(reply, outcomes.len())
     }
 
@@ -365,7 +370,7 @@ impl Store for RedisClusterStore {
         }
         let cmd = &circuits_cmd(deployments);
         let inner = &*self.inner;
-        let slot = &inner.slots[usize::from(key_slot(&health_key("")))];
+        let slot = &inner.slots[usize::from(health_slot())];
         let values = inner
             .link
             .call(slot, |mut conn| async move {
